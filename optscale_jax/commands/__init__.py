@@ -1,0 +1,1 @@
+"""Subcommands of the ``optscale`` CLI; each module exposes ``register(app)``."""
