@@ -15,14 +15,29 @@ together with answer class -1.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "AGGREGATIONS",
     "Pool",
+    "PoolFormatError",
+    "aggregate_step_scores",
+    "detect_format",
+    "read_official",
+    "read_parquet",
+    "read_pool",
+    "read_prompts",
+    "read_search_and_learn",
+    "shared_data_dir",
+    "write_parquet",
 ]
 
 
@@ -129,7 +144,7 @@ class Pool:
             i, j = np.argwhere(mask)[np.flatnonzero(badv)[0]]
             raise ValueError(
                 f"Pool.scores: {_fmt_qid(self.question_ids, i)}, sample {j}: score "
-                f"{scores[i, j]!r} is not a finite number in [0, 1]"
+                f"{float(scores[i, j])!r} is not a finite number in [0, 1]"
             )
         scores[~mask] = 0.0
 
@@ -155,6 +170,9 @@ class Pool:
         a_in = arr("answers", self.answers, object)
         answers[...] = a_in
         answers[~mask] = None
+        for i, j in zip(*np.nonzero(mask), strict=True):
+            if answers[i, j] is not None and not isinstance(answers[i, j], str):
+                answers[i, j] = str(answers[i, j])
 
         answer_ids = arr("answer_ids", self.answer_ids, np.int32).astype(np.int32, copy=True)
         if (answer_ids < -1).any():
@@ -533,3 +551,692 @@ class Pool:
             and self.synthetic == other.synthetic
             and self.metadata == other.metadata
         )
+
+
+# =====================================================================
+# Readers and writers
+# =====================================================================
+
+AGGREGATIONS: tuple[str, ...] = ("mean", "last", "min", "product")
+"""Ways to turn per-step PRM scores into one score per completion."""
+
+PARQUET_METADATA_KEY = b"optscale_jax.pool"
+PARQUET_FORMAT_VERSION = 1
+
+
+class PoolFormatError(ValueError):
+    """A pool or prompts file is malformed; the message names file, record and field.
+
+    Attributes:
+        path: the file.
+        record: human-readable record locator (``"line 3"``, ``"record 2"``), or ``None``.
+        field: the offending field, or ``None``.
+    """
+
+    def __init__(self, path: str | Path, record: str | None, field: str | None, message: str):
+        self.path = str(path)
+        self.record = record
+        self.field = field
+        where = [self.path]
+        if record is not None:
+            where.append(record)
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{': '.join(where)}: {message}")
+
+
+def aggregate_step_scores(steps: Sequence[float], how: str = "mean") -> float:
+    """Aggregate the per-step PRM scores of one completion.
+
+    Args:
+        steps: step scores in [0, 1], in order.
+        how: ``"mean"`` (the paper and its official code), ``"last"``, ``"min"`` or
+            ``"product"``.
+
+    Returns:
+        The aggregated score; 0.0 when ``steps`` is empty (as the official scorer does).
+
+    Examples:
+        >>> aggregate_step_scores([0.5, 1.0], "mean"), aggregate_step_scores([0.5, 1.0], "product")
+        (0.75, 0.5)
+    """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {how!r}")
+    if len(steps) == 0:
+        return 0.0
+    a = np.asarray(steps, dtype=np.float64)
+    if how == "mean":
+        return float(a.mean())
+    if how == "last":
+        return float(a[-1])
+    if how == "min":
+        return float(a.min())
+    return float(np.prod(a))
+
+
+def shared_data_dir() -> Path | None:
+    """Location of the shared real data, if present.
+
+    ``$OPTSCALE_DATA`` when set, else ``../shared/data`` next to the repository or the
+    current directory.
+
+    Returns:
+        The directory, or ``None`` when it cannot be found.
+    """
+    env = os.environ.get("OPTSCALE_DATA")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        cand = base.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_unit(path: Path, rec: str, field_name: str, x: Any) -> float:
+    if not _is_number(x) or not math.isfinite(x) or not 0.0 <= x <= 1.0:
+        raise PoolFormatError(path, rec, field_name, f"{x!r} is not a finite number in [0, 1]")
+    return float(x)
+
+
+def _check_tokens(path: Path, rec: str, field_name: str, x: Any) -> int:
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise PoolFormatError(path, rec, field_name, f"{x!r} is not a non-negative integer")
+    return x
+
+
+def _list_of(path: Path, rec: str, field_name: str, value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise PoolFormatError(
+            path, rec, field_name, f"expected a list of {what}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _samples_from_fields(
+    path: Path,
+    rec: str,
+    completions: list[Any],
+    scores: list[Any],
+    tokens: list[Any],
+    last_scores: list[Any] | None,
+    aggregate: str,
+    names: dict[str, str],
+) -> tuple[list[float], list[int], list[str | None], list[bool], list[list[float]] | None]:
+    """Validate one question's per-sample fields and aggregate its scores."""
+    from optscale_jax.grading import extract_answer
+
+    n = len(completions)
+    for key, value in (("scores", scores), ("tokens", tokens), ("last_scores", last_scores)):
+        if value is not None and len(value) != n:
+            raise PoolFormatError(
+                path,
+                rec,
+                names[key],
+                f"has {len(value)} entries but {names['completions']!r} has {n}",
+            )
+    per_step = [isinstance(s, list) for s in scores]
+    if any(per_step) and not all(per_step):
+        j = per_step.index(not per_step[0])
+        raise PoolFormatError(
+            path, rec, f"{names['scores']}[{j}]", "mixes per-step lists and single scores"
+        )
+    step_scores: list[list[float]] | None = [] if (n and all(per_step)) else None
+    out_scores: list[float] = []
+    out_tokens: list[int] = []
+    answers: list[str | None] = []
+    empty: list[bool] = []
+    for j in range(n):
+        text = completions[j]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise PoolFormatError(
+                path, rec, f"{names['completions']}[{j}]", f"expected a string, got {type(text).__name__}"
+            )
+        is_empty = not text.strip()
+        out_tokens.append(_check_tokens(path, rec, f"{names['tokens']}[{j}]", tokens[j]))
+        if step_scores is not None:
+            steps = [
+                _check_unit(path, rec, f"{names['scores']}[{j}][{k}]", x)
+                for k, x in enumerate(scores[j])
+            ]
+            step_scores.append(steps)
+            value = aggregate_step_scores(steps, aggregate)
+        else:
+            value = _check_unit(path, rec, f"{names['scores']}[{j}]", scores[j])
+            if aggregate == "last":
+                if last_scores is None:
+                    raise PoolFormatError(
+                        path,
+                        rec,
+                        names["last_scores"],
+                        "aggregate='last' needs per-step scores or a last_scores field",
+                    )
+                value = _check_unit(path, rec, f"{names['last_scores']}[{j}]", last_scores[j])
+            elif aggregate != "mean":
+                raise PoolFormatError(
+                    path,
+                    rec,
+                    names["scores"],
+                    f"aggregate={aggregate!r} needs per-step scores; this file has one "
+                    "(already averaged) score per completion",
+                )
+        out_scores.append(0.0 if is_empty else value)
+        answers.append(None if is_empty else extract_answer(text))
+        empty.append(is_empty)
+    return out_scores, out_tokens, answers, empty, step_scores
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise PoolFormatError(
+            path, f"line {exc.lineno}, column {exc.colno}", None, f"invalid JSON: {exc.msg}"
+        ) from None
+
+
+def read_prompts(
+    path: str | Path, *, prompt_key: str | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """Read a benchmark prompts file with gold answers (e.g. ``benchmarks/math500.json``).
+
+    The file is a JSON list of objects with a question (``problem`` or ``question``) and
+    an ``answer``. GSM8K-style answers (a worked solution ending in ``#### n``) are reduced
+    to ``n``.
+
+    Args:
+        path: the JSON file.
+        prompt_key: key holding the question text (default: ``problem``, else ``question``).
+
+    Returns:
+        ``(ids, prompts, gold)``: ids from ``unique_id``/``id`` when present, else the
+        1-based position (the official scorer's convention).
+
+    Raises:
+        PoolFormatError: naming the record and field that is missing or malformed.
+    """
+    from optscale_jax.grading import extract_gold
+
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise PoolFormatError(path, None, None, f"expected a JSON list of records, got {type(data).__name__}")
+    ids: list[str] = []
+    prompts: list[str] = []
+    gold: list[str] = []
+    for k, item in enumerate(data):
+        rec = f"record {k}"
+        if not isinstance(item, dict):
+            raise PoolFormatError(path, rec, None, f"expected an object, got {type(item).__name__}")
+        key = prompt_key or ("problem" if "problem" in item else "question")
+        if key not in item or not isinstance(item[key], str):
+            raise PoolFormatError(path, rec, key, "missing or not a string")
+        if "answer" not in item or item["answer"] is None:
+            raise PoolFormatError(path, rec, "answer", "missing gold answer")
+        ans = item["answer"]
+        if not isinstance(ans, (str, int, float)) or isinstance(ans, bool):
+            raise PoolFormatError(path, rec, "answer", f"expected a string or number, got {type(ans).__name__}")
+        qid = item.get("unique_id", item.get("id", k + 1))
+        ids.append(str(qid))
+        prompts.append(item[key])
+        gold.append(extract_gold(str(ans)))
+    return ids, prompts, gold
+
+
+def _unwrap(path: Path, rec: str, field_name: str, value: Any, wrapped: bool) -> Any:
+    """The official format wraps each per-sample list in a one-element batch list."""
+    if value is None or not wrapped:
+        return value
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], list):
+        raise PoolFormatError(
+            path,
+            rec,
+            field_name,
+            "expected a one-element batch list [[...]] like 'completions'",
+        )
+    return value[0]
+
+
+def read_official(
+    path: str | Path,
+    prompts: str | Path | None = None,
+    *,
+    dataset: str | None = None,
+    aggregate: str = "mean",
+    prompt_key: str | None = None,
+) -> Pool:
+    """Read a pool in the official OptScale format.
+
+    The file is a JSON list with one record per question::
+
+        {"id": 1, "score": {"completions": [[c_1, ..., c_n]],
+                            "scores": [[s_1, ..., s_n]],          # mean step score each
+                            "last_scores": [[l_1, ..., l_n]],     # optional
+                            "completion_tokens": [[t_1, ..., t_n]],
+                            "problem": [text]}}                   # optional
+
+    Every per-sample field is wrapped in a one-element batch list (as the official
+    scorer writes it); unwrapped lists are accepted too. ``scores`` may hold one
+    aggregated score per completion (the official files: the mean of the step scores)
+    or a list of step scores per completion; with single scores only ``aggregate="mean"``
+    (use them as they are) and ``"last"`` (use ``last_scores``) are possible.
+
+    Args:
+        path: the pool file.
+        prompts: optional prompts file with gold answers (see :func:`read_prompts`);
+            record ``id`` k (1-based) is matched with its k-th entry, else by position.
+        dataset: dataset name (default: the prompts file's stem, else the pool's).
+        aggregate: step-score aggregation, one of :data:`AGGREGATIONS`.
+        prompt_key: key of the question text in the prompts file.
+
+    Returns:
+        The pool (answers extracted, not graded: call :func:`optscale_jax.grading.grade_pool`).
+
+    Raises:
+        PoolFormatError: naming the file, record and field that is malformed.
+    """
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise PoolFormatError(path, None, None, f"expected a JSON list of records, got {type(data).__name__}")
+    p_ids = p_texts = p_gold = None
+    if prompts is not None:
+        p_ids, p_texts, p_gold = read_prompts(prompts, prompt_key=prompt_key)
+        if len(data) > len(p_texts):
+            raise PoolFormatError(
+                path, None, None, f"has {len(data)} records but prompts file {prompts} has {len(p_texts)}"
+            )
+    qids: list[str] = []
+    texts: list[str | None] = []
+    gold: list[str | None] = []
+    cols: dict[str, list[Any]] = {"scores": [], "tokens": [], "answers": [], "empty": [], "steps": []}
+    for k, item in enumerate(data):
+        rec = f"record {k}"
+        if not isinstance(item, dict):
+            raise PoolFormatError(path, rec, None, f"expected an object, got {type(item).__name__}")
+        if "id" not in item:
+            raise PoolFormatError(path, rec, "id", "missing")
+        qid = item["id"]
+        rec = f"record {k} (id {qid!r})"
+        sc = item.get("score")
+        if not isinstance(sc, dict):
+            raise PoolFormatError(path, rec, "score", "missing or not an object")
+        for key in ("completions", "scores", "completion_tokens"):
+            if key not in sc:
+                raise PoolFormatError(path, rec, f"score.{key}", "missing")
+        comp = _list_of(path, rec, "score.completions", sc["completions"], "completions")
+        wrapped = len(comp) == 1 and isinstance(comp[0], list)
+        comp = _unwrap(path, rec, "score.completions", comp, wrapped)
+        scores = _list_of(path, rec, "score.scores", _unwrap(path, rec, "score.scores", sc["scores"], wrapped), "scores")
+        toks = _list_of(
+            path,
+            rec,
+            "score.completion_tokens",
+            _unwrap(path, rec, "score.completion_tokens", sc["completion_tokens"], wrapped),
+            "token counts",
+        )
+        last = sc.get("last_scores")
+        if last is not None:
+            last = _list_of(path, rec, "score.last_scores", _unwrap(path, rec, "score.last_scores", last, wrapped), "scores")
+        s, t, a, e, steps = _samples_from_fields(
+            path,
+            rec,
+            comp,
+            scores,
+            toks,
+            last,
+            aggregate,
+            {
+                "completions": "score.completions",
+                "scores": "score.scores",
+                "tokens": "score.completion_tokens",
+                "last_scores": "score.last_scores",
+            },
+        )
+        problem = sc.get("problem")
+        if isinstance(problem, list):
+            problem = problem[0] if problem else None
+        if p_texts is not None:
+            pos = qid - 1 if isinstance(qid, int) and 1 <= qid <= len(p_texts) else k
+            if isinstance(problem, str) and problem.strip() != p_texts[pos].strip():
+                raise PoolFormatError(
+                    path, rec, "score.problem", f"does not match entry {pos} of prompts file {prompts}"
+                )
+            texts.append(p_texts[pos])
+            gold.append(p_gold[pos])
+        else:
+            texts.append(problem if isinstance(problem, str) else None)
+        qids.append(str(qid))
+        cols["scores"].append(s)
+        cols["tokens"].append(t)
+        cols["answers"].append(a)
+        cols["empty"].append(e)
+        cols["steps"].append(steps)
+    has_steps = bool(data) and all(st is not None for st in cols["steps"])
+    name = dataset or (Path(prompts).stem if prompts is not None else path.stem)
+    return Pool.from_arrays(
+        cols["scores"],
+        tokens=cols["tokens"],
+        answers=cols["answers"],
+        empty=cols["empty"],
+        question_ids=qids,
+        dataset=name,
+        prompts=texts if any(x is not None for x in texts) else None,
+        gold=gold if p_gold is not None else None,
+        step_scores=cols["steps"] if has_steps else None,
+        metadata={"source": str(path), "format": "official", "aggregate": aggregate},
+    )
+
+
+def read_search_and_learn(
+    path: str | Path, *, dataset: str | None = None, aggregate: str = "mean"
+) -> Pool:
+    """Read a search-and-learn (HuggingFace ``search-and-learn``) JSONL pool.
+
+    One JSON object per line with ``completions`` (list of strings), ``scores`` (per
+    completion, the list of per-step PRM scores), ``completion_tokens`` (per completion),
+    the gold ``answer``, the question ``problem`` and an id (``unique_id``, else ``id``,
+    else the line number). Other fields (``pred_*``, ``agg_scores``, timings) are ignored.
+
+    Args:
+        path: the JSONL file.
+        dataset: dataset name (default: the file's stem).
+        aggregate: step-score aggregation, one of :data:`AGGREGATIONS`.
+
+    Returns:
+        The pool with step scores, answers extracted (not graded) and gold answers.
+
+    Raises:
+        PoolFormatError: naming the file, line and field that is malformed.
+    """
+    from optscale_jax.grading import extract_gold
+
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+    path = Path(path)
+    qids: list[str] = []
+    texts: list[str | None] = []
+    gold: list[str | None] = []
+    cols: dict[str, list[Any]] = {"scores": [], "tokens": [], "answers": [], "empty": [], "steps": []}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            rec = f"line {lineno}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PoolFormatError(path, rec, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(item, dict):
+                raise PoolFormatError(path, rec, None, f"expected an object, got {type(item).__name__}")
+            for key in ("completions", "scores", "completion_tokens"):
+                if key not in item:
+                    raise PoolFormatError(path, rec, key, "missing")
+            comp = _list_of(path, rec, "completions", item["completions"], "strings")
+            scores = _list_of(path, rec, "scores", item["scores"], "per-step score lists")
+            toks = _list_of(path, rec, "completion_tokens", item["completion_tokens"], "token counts")
+            s, t, a, e, steps = _samples_from_fields(
+                path,
+                rec,
+                comp,
+                scores,
+                toks,
+                None,
+                aggregate,
+                {
+                    "completions": "completions",
+                    "scores": "scores",
+                    "tokens": "completion_tokens",
+                    "last_scores": "last_scores",
+                },
+            )
+            qid = item.get("unique_id", item.get("id", lineno))
+            qids.append(str(qid))
+            prob = item.get("problem", item.get("question"))
+            texts.append(prob if isinstance(prob, str) else None)
+            ans = item.get("answer")
+            if ans is not None and (not isinstance(ans, (str, int, float)) or isinstance(ans, bool)):
+                raise PoolFormatError(path, rec, "answer", f"expected a string or number, got {type(ans).__name__}")
+            gold.append(None if ans is None else extract_gold(str(ans)))
+            cols["scores"].append(s)
+            cols["tokens"].append(t)
+            cols["answers"].append(a)
+            cols["empty"].append(e)
+            cols["steps"].append(steps if steps is not None else [[] for _ in s])
+    if len(set(qids)) != len(qids):
+        dup = next(q for q in qids if qids.count(q) > 1)
+        raise PoolFormatError(path, None, "unique_id", f"duplicate question id {dup!r}")
+    return Pool.from_arrays(
+        cols["scores"],
+        tokens=cols["tokens"],
+        answers=cols["answers"],
+        empty=cols["empty"],
+        question_ids=qids,
+        dataset=dataset or path.stem,
+        prompts=texts if any(x is not None for x in texts) else None,
+        gold=gold if any(x is not None for x in gold) else None,
+        step_scores=cols["steps"],
+        metadata={"source": str(path), "format": "search_and_learn", "aggregate": aggregate},
+    )
+
+
+def _parquet_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("question_id", pa.string()),
+            ("prompt", pa.string()),
+            ("gold", pa.string()),
+            ("scores", pa.list_(pa.float64())),
+            ("tokens", pa.list_(pa.int64())),
+            ("answers", pa.list_(pa.string())),
+            ("answer_ids", pa.list_(pa.int32())),
+            ("correct", pa.list_(pa.bool_())),
+            ("empty", pa.list_(pa.bool_())),
+            ("step_scores", pa.list_(pa.list_(pa.float64()))),
+        ]
+    )
+
+
+def write_parquet(pool: Pool, path: str | Path) -> Path:
+    """Write a pool to Parquet (one row per question), losslessly.
+
+    Per-question lists hold only the real samples; the padded width, dataset name,
+    ``synthetic`` flag, metadata and which optional fields are present go in the
+    schema metadata under ``optscale_jax.pool``. Scores are stored as float64.
+
+    Args:
+        pool: the pool.
+        path: output file (parent directories are created).
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> import tempfile, os
+        >>> pool = Pool.from_arrays([[0.25, 0.5], [1.0]], answers=[["1", None], ["x"]])
+        >>> f = os.path.join(tempfile.mkdtemp(), "p.parquet")
+        >>> read_parquet(write_parquet(pool, f)).equals(pool)
+        True
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        meta_json = json.dumps(
+            {
+                "format_version": PARQUET_FORMAT_VERSION,
+                "dataset": pool.dataset,
+                "synthetic": pool.synthetic,
+                "n_max": pool.n_max,
+                "has_prompts": pool.prompts is not None,
+                "has_gold": pool.gold is not None,
+                "has_step_scores": pool.step_scores is not None,
+                "metadata": pool.metadata,
+            }
+        )
+    except TypeError as exc:
+        raise ValueError(f"write_parquet: Pool.metadata is not JSON-serialisable: {exc}") from None
+    counts = pool.n_samples
+    cut = lambda a: [a[i, : counts[i]].tolist() for i in range(pool.n_questions)]  # noqa: E731
+    q = pool.n_questions
+    columns = {
+        "question_id": pool.question_ids,
+        "prompt": pool.prompts if pool.prompts is not None else [None] * q,
+        "gold": pool.gold if pool.gold is not None else [None] * q,
+        "scores": cut(pool.scores),
+        "tokens": cut(pool.tokens),
+        "answers": cut(pool.answers),
+        "answer_ids": cut(pool.answer_ids),
+        "correct": cut(pool.correct),
+        "empty": cut(pool.empty),
+        "step_scores": pool.step_scores if pool.step_scores is not None else [None] * q,
+    }
+    schema = _parquet_schema().with_metadata({PARQUET_METADATA_KEY: meta_json.encode()})
+    table = pa.Table.from_pydict(columns, schema=schema)
+    pq.write_table(table, path)
+    return path
+
+
+def read_parquet(path: str | Path) -> Pool:
+    """Read a pool written by :func:`write_parquet`.
+
+    Args:
+        path: the Parquet file.
+
+    Returns:
+        The pool, equal (:meth:`Pool.equals`) to the one written.
+
+    Raises:
+        PoolFormatError: when the file is not a pool written by this package, or a
+            row's fields disagree (naming the row and field).
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise PoolFormatError(path, None, None, f"not a readable Parquet file: {exc}") from None
+    raw = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
+    if raw is None:
+        raise PoolFormatError(path, None, None, "no optscale_jax.pool schema metadata (not written by write_parquet)")
+    meta = json.loads(raw)
+    if meta.get("format_version") != PARQUET_FORMAT_VERSION:
+        raise PoolFormatError(path, None, "format_version", f"unsupported version {meta.get('format_version')!r}")
+    expected = _parquet_schema()
+    for name in expected.names:
+        if name not in table.column_names:
+            raise PoolFormatError(path, None, name, "missing column")
+    cols = {name: table.column(name).to_pylist() for name in expected.names}
+    q = table.num_rows
+    n = int(meta["n_max"])
+    lengths = [len(r) if r is not None else 0 for r in cols["scores"]]
+    for i in range(q):
+        for name in ("scores", "tokens", "answers", "answer_ids", "correct", "empty"):
+            row = cols[name][i]
+            if row is None or len(row) != lengths[i]:
+                raise PoolFormatError(
+                    path, f"row {i} (question {cols['question_id'][i]!r})", name,
+                    f"has {0 if row is None else len(row)} entries, 'scores' has {lengths[i]}",
+                )
+        if lengths[i] > n:
+            raise PoolFormatError(path, f"row {i}", "scores", f"{lengths[i]} samples exceed n_max {n}")
+
+    def pad(name: str, fill: Any, dtype: Any) -> np.ndarray:
+        out = np.full((q, n), fill, dtype=dtype)
+        for i, row in enumerate(cols[name]):
+            out[i, : len(row)] = row if dtype is not object else np.array(row + [None], dtype=object)[:-1]
+        return out
+
+    mask = np.zeros((q, n), dtype=bool)
+    for i, length in enumerate(lengths):
+        mask[i, :length] = True
+    return Pool(
+        scores=pad("scores", 0.0, np.float64),
+        mask=mask,
+        tokens=pad("tokens", 0, np.int64),
+        answers=pad("answers", None, object),
+        answer_ids=pad("answer_ids", -1, np.int32),
+        correct=pad("correct", False, bool),
+        question_ids=cols["question_id"],
+        dataset=meta["dataset"],
+        prompts=cols["prompt"] if meta["has_prompts"] else None,
+        gold=cols["gold"] if meta["has_gold"] else None,
+        step_scores=cols["step_scores"] if meta["has_step_scores"] else None,
+        synthetic=bool(meta["synthetic"]),
+        empty=pad("empty", False, bool),
+        metadata=meta["metadata"],
+    )
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess a pool file's format: ``"parquet"``, ``"search_and_learn"`` or ``"official"``.
+
+    Parquet by its magic bytes; otherwise JSON Lines when the first non-blank character
+    is ``{`` and JSON (the official list format) when it is ``[``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The format name.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:4] == b"PAR1":
+        return "parquet"
+    stripped = head.lstrip()
+    if stripped.startswith(b"{"):
+        return "search_and_learn"
+    if stripped.startswith(b"["):
+        return "official"
+    raise PoolFormatError(path, None, None, "unknown pool format (not Parquet, JSON Lines or a JSON list)")
+
+
+def read_pool(
+    path: str | Path,
+    *,
+    format: str = "auto",
+    prompts: str | Path | None = None,
+    dataset: str | None = None,
+    aggregate: str = "mean",
+) -> Pool:
+    """Read a pool in any known format, detected from the file's content.
+
+    Args:
+        path: the pool file.
+        format: ``"auto"``, ``"parquet"``, ``"search_and_learn"`` or ``"official"``.
+        prompts: prompts file with gold answers (official format only).
+        dataset: dataset name override (JSON formats).
+        aggregate: step-score aggregation for the JSON formats, one of :data:`AGGREGATIONS`.
+
+    Returns:
+        The pool.
+    """
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "parquet":
+        pool = read_parquet(path)
+        if dataset is not None:
+            pool.dataset = dataset
+        return pool
+    if fmt == "search_and_learn":
+        return read_search_and_learn(path, dataset=dataset, aggregate=aggregate)
+    if fmt == "official":
+        return read_official(path, prompts, dataset=dataset, aggregate=aggregate)
+    raise ValueError(f"unknown pool format {fmt!r}")
