@@ -1,0 +1,48 @@
+"""Stopping and selection rules, vectorised over questions.
+
+The :class:`Policy` protocol, the baselines of the OptScale paper's Table 1 (Best-of-N,
+self-consistency, weighted voting, ESC, ASC, DSC) and OptScale⁰ / OptScaleᵗ in one-shot
+and sequential modes.
+"""
+
+from .base import (
+    Observed,
+    Policy,
+    answer_counts,
+    best_of_n_index,
+    majority_index,
+    weighted_vote_index,
+)
+from .baselines import (
+    ASC,
+    DSC,
+    ESC,
+    BestOfN,
+    SelfConsistency,
+    WeightedVote,
+    beta_majority_probability,
+    top_two_counts,
+)
+from .optscale import OptScale, compute_n_star, fit_status_usable, gaussian_prior, official_peek
+
+__all__ = [
+    "ASC",
+    "BestOfN",
+    "DSC",
+    "ESC",
+    "Observed",
+    "OptScale",
+    "Policy",
+    "SelfConsistency",
+    "WeightedVote",
+    "answer_counts",
+    "best_of_n_index",
+    "beta_majority_probability",
+    "compute_n_star",
+    "fit_status_usable",
+    "gaussian_prior",
+    "majority_index",
+    "official_peek",
+    "top_two_counts",
+    "weighted_vote_index",
+]

@@ -1,0 +1,270 @@
+"""Each policy against a plain per-question Python restatement of its rule."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from optscale_jax.policies import (
+    ASC,
+    DSC,
+    ESC,
+    BestOfN,
+    Observed,
+    Policy,
+    SelfConsistency,
+    WeightedVote,
+    beta_majority_probability,
+    best_of_n_index,
+    majority_index,
+    official_peek,
+    top_two_counts,
+    weighted_vote_index,
+)
+from optscale_jax.pool import Pool
+from optscale_jax.replay import run_policy
+
+
+def random_pool(seed: int, q: int = 60, n: int = 12, min_len: int = 1, n_classes: int = 4) -> Pool:
+    """Ragged pool with tied scores, missing answers and few answer classes."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, n + 1, size=q)
+    lengths[0] = n
+    scores, ids, tokens, correct = [], [], [], []
+    for length in lengths:
+        s = np.round(rng.random(length), 1)  # many ties
+        a = rng.integers(-1, n_classes, size=length)
+        a[rng.random(length) < 0.5] = rng.integers(0, 2)  # a dominant class
+        scores.append(s.tolist())
+        ids.append(a.tolist())
+        tokens.append(rng.integers(1, 1000, size=length).tolist())
+        correct.append((a == 0).tolist())
+    return Pool.from_arrays(scores, answer_ids=ids, tokens=tokens, correct=correct)
+
+
+# ----------------------------------------------------------- plain restatements
+def ref_bon(scores, ids):
+    cand = [j for j in range(len(scores)) if ids[j] >= 0] or list(range(len(scores)))
+    best = cand[0]
+    for j in cand:
+        if scores[j] > scores[best]:
+            best = j
+    return best
+
+
+def ref_majority(ids):
+    counts = Counter(a for a in ids if a >= 0)
+    if not counts:
+        return 0
+    first = {}
+    for j, a in enumerate(ids):
+        if a >= 0 and a not in first:
+            first[a] = j
+    top = max(counts.values())
+    winner = min((a for a in counts if counts[a] == top), key=lambda a: first[a])
+    return first[winner]
+
+
+def ref_weighted(scores, ids):
+    tot, first = {}, {}
+    for j, a in enumerate(ids):
+        if a >= 0:
+            tot[a] = tot.get(a, 0.0) + scores[j]
+            first.setdefault(a, j)
+    if not tot:
+        return 0
+    top = max(tot.values())
+    winner = min((a for a in tot if tot[a] == top), key=lambda a: first[a])
+    return first[winner]
+
+
+def ref_esc(ids, cap, w, stride):
+    n = 0
+    while n < cap:
+        n += 1
+        if n >= w and (n - w) % stride == 0:
+            win = ids[n - w : n]
+            if all(a >= 0 for a in win) and len(set(win)) == 1:
+                return n
+    return n
+
+
+def beta_prob(ids):
+    c = Counter(a for a in ids if a >= 0).most_common(2)
+    a = c[0][1] if c else 0
+    b = c[1][1] if len(c) > 1 else 0
+    return stats.beta.sf(0.5, a + 1, b + 1)
+
+
+def ref_asc(ids, cap, thr, min_samples=1):
+    n = 0
+    while n < cap:
+        n += 1
+        if n >= min_samples and beta_prob(ids[:n]) > thr:
+            return n
+    return n
+
+
+def ref_dsc(pool: Pool, n_max: int, w: int, thr: float):
+    q = pool.n_questions
+    avail = [int(x) for x in pool.n_samples]
+    cap = [min(a, n_max) for a in avail]
+    drawn = [min(1, c) for c in cap]
+    live = [i for i in range(q) if drawn[i] > 0]
+    ranked = sorted(live, key=lambda i: (-pool.scores[i, 0], i))
+    lo, hi = 0, len(ranked)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        i = ranked[mid]
+        drawn[i] = max(drawn[i], min(w, cap[i]))
+        row = [int(x) for x in pool.answer_ids[i, : drawn[i]]]
+        if drawn[i] >= w and all(a >= 0 for a in row) and len(set(row)) == 1:
+            lo = mid + 1
+        else:
+            hi = mid
+    easy = set(ranked[:lo])
+    for i in live:
+        if i in easy:
+            continue
+        n = max(drawn[i], min(w, cap[i]))
+        ids = [int(x) for x in pool.answer_ids[i]]
+        while True:
+            if n >= cap[i] or (n >= w and beta_prob(ids[:n]) > thr):
+                break
+            n += 1
+        drawn[i] = n
+    return drawn
+
+
+def rows(pool: Pool, i: int, n: int):
+    return [float(x) for x in pool.scores[i, :n]], [int(x) for x in pool.answer_ids[i, :n]]
+
+
+# ------------------------------------------------------------------------ tests
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("n", [1, 3, 8, 20])
+def test_fixed_policies_match_restatements(seed: int, n: int) -> None:
+    pool = random_pool(seed)
+    for policy, ref in (
+        (BestOfN(n), lambda s, a: ref_bon(s, a)),
+        (SelfConsistency(n), lambda s, a: ref_majority(a)),
+        (WeightedVote(n), lambda s, a: ref_weighted(s, a)),
+    ):
+        assert isinstance(policy, Policy)
+        drawn, chosen, _ = run_policy(pool, policy)
+        for i in range(pool.n_questions):
+            d = min(n, int(pool.n_samples[i]))
+            assert drawn[i] == d
+            s, a = rows(pool, i, d)
+            assert chosen[i] == ref(s, a), (policy.name, i)
+
+
+def test_best_of_n_never_picks_answerless_unless_nothing_else() -> None:
+    scores = np.array([[0.9, 0.1, 0.1], [0.9, 0.8, 0.3]])
+    ids = np.array([[-1, 2, 3], [-1, -1, -1]])
+    out = best_of_n_index(scores, np.ones((2, 3), bool), ids)
+    assert out.tolist() == [1, 0]
+
+
+def test_vote_tie_rules_documented() -> None:
+    mask = np.ones((1, 4), bool)
+    # 5 and 7 both appear twice; 7 drawn first -> 7 wins, its first sample (0).
+    assert majority_index(mask, np.array([[7, 5, 5, 7]])).tolist() == [0]
+    assert weighted_vote_index(np.array([[0.5, 0.5, 0.5, 0.5]]), mask, np.array([[7, 5, 5, 7]])).tolist() == [0]
+    # weighting overturns the majority
+    assert weighted_vote_index(np.array([[0.1, 0.1, 0.9, 0.1]]), mask, np.array([[1, 1, 2, 3]])).tolist() == [2]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("n_max,window,stride", [(8, 5, None), (12, 3, None), (12, 3, 1), (4, 5, None), (12, 2, 3)])
+def test_esc_matches_restatement(seed, n_max, window, stride) -> None:
+    pool = random_pool(seed, n_classes=2)
+    pol = ESC(n_max, window=window, stride=stride)
+    drawn, chosen, _ = run_policy(pool, pol)
+    st = window if stride is None else stride
+    for i in range(pool.n_questions):
+        ids = [int(x) for x in pool.answer_ids[i]]
+        cap = min(n_max, int(pool.n_samples[i]))
+        assert drawn[i] == ref_esc(ids, cap, window, st), i
+        assert chosen[i] == ref_majority(ids[: drawn[i]])
+
+
+def test_esc_official_checkpoints() -> None:
+    # All answers equal: stop at the first window of 5 when n_max >= 5.
+    pool = Pool.from_arrays(np.full((3, 16), 0.5), answer_ids=np.zeros((3, 16), int))
+    assert run_policy(pool, ESC(8))[0].tolist() == [5, 5, 5]
+    assert run_policy(pool, ESC(4))[0].tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("thr,min_samples", [(0.95, 1), (0.8, 1), (0.95, 3), (0.99, 1)])
+def test_asc_matches_restatement(seed, thr, min_samples) -> None:
+    pool = random_pool(seed, n=16, n_classes=3)
+    drawn, chosen, _ = run_policy(pool, ASC(16, threshold=thr, min_samples=min_samples))
+    for i in range(pool.n_questions):
+        ids = [int(x) for x in pool.answer_ids[i]]
+        cap = int(pool.n_samples[i])
+        assert drawn[i] == ref_asc(ids, cap, thr, min_samples), i
+        assert chosen[i] == ref_majority(ids[: drawn[i]])
+
+
+def test_beta_probability_vs_scipy() -> None:
+    a, b = np.meshgrid(np.arange(0, 40), np.arange(0, 40))
+    ref = stats.beta.sf(0.5, a + 1, b + 1)
+    np.testing.assert_allclose(beta_majority_probability(a, b), ref, rtol=1e-12, atol=1e-15)
+    # four unanimous votes are the fewest that pass 0.95
+    assert beta_majority_probability(np.array(3), np.array(0)) < 0.95 < beta_majority_probability(np.array(4), np.array(0))
+
+
+def test_top_two_counts() -> None:
+    ids = np.array([[1, 2, 2, -1, 3, 1, 2], [-1, -1, -1, -1, -1, -1, -1]])
+    a, b = top_two_counts(np.ones(ids.shape, bool), ids)
+    assert a.tolist() == [3, 0] and b.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n_max,window", [(16, 4), (8, 3), (12, 5)])
+def test_dsc_matches_restatement(seed, n_max, window) -> None:
+    pool = random_pool(seed, q=50, n=16, min_len=2, n_classes=2)
+    drawn, chosen, _ = run_policy(pool, DSC(n_max, window=window))
+    ref = ref_dsc(pool, n_max, window, 0.95)
+    assert drawn.tolist() == ref
+    for i in range(pool.n_questions):
+        assert chosen[i] == ref_majority([int(x) for x in pool.answer_ids[i, : drawn[i]]])
+
+
+def test_dsc_difficulty_array_and_errors() -> None:
+    pool = random_pool(1, q=20, n=8, min_len=8, n_classes=2)
+    d = np.arange(20, dtype=float)
+    drawn, _, _ = run_policy(pool, DSC(8, difficulty=d))
+    # ranking by the given difficulty: easy ones (low index) that stopped have 1 or 4 samples
+    assert drawn.min() >= 1 and drawn.max() <= 8
+    with pytest.raises(ValueError, match="DSC.difficulty has 3 entries"):
+        run_policy(pool, DSC(8, difficulty=np.ones(3)))
+    with pytest.raises(ValueError, match="question 1 is not a finite"):
+        DSC(8, difficulty=np.array([0.0, np.nan]))
+
+
+def test_policy_parameter_errors() -> None:
+    with pytest.raises(ValueError, match="BestOfN.n"):
+        BestOfN(0)
+    with pytest.raises(ValueError, match="ESC.window"):
+        ESC(8, window=0)
+    with pytest.raises(ValueError, match="ASC.threshold"):
+        ASC(8, threshold=1.5)
+
+
+def test_official_peek() -> None:
+    assert [official_peek(n) for n in (8, 16, 32, 64)] == [3, 5, 10, 20]
+    assert official_peek(1) == 1 and official_peek(12) == 4
+    with pytest.raises(ValueError):
+        official_peek(0)
+
+
+def test_observed_counts() -> None:
+    m = np.array([[True, True, False], [False, False, False]])
+    obs = Observed(np.zeros((2, 3)), m, -np.ones((2, 3), np.int32), np.zeros((2, 3), int))
+    assert obs.n_drawn.tolist() == [2, 0]
