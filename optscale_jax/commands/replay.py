@@ -1,0 +1,237 @@
+"""``optscale replay``: replay every scaling method over a pool and write the reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import typer
+
+__all__ = ["register", "parse_grid", "load_prior_file"]
+
+_HELP = """Replay scaling methods over a pool of scored completions and write Table 1
+(markdown, CSV, LaTeX), the accuracy-vs-tokens plot and JSON into OUT.
+
+Without POOL, runs on the built-in synthetic twin of MATH-500 (500 questions x 64
+samples), labelled "synthetic" in every output."""
+
+
+def parse_grid(spec: str) -> Any:
+    """Parse ``--grid``: ``official`` or ``s_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16``.
+
+    Args:
+        spec: the option value.
+
+    Returns:
+        A :class:`optscale_jax.replay.Grid`.
+
+    Raises:
+        typer.BadParameter: on an unknown key or a bad number (the message names it).
+    """
+    from optscale_jax.replay import OFFICIAL_GRID, Grid
+
+    if spec.strip().lower() == "official":
+        return OFFICIAL_GRID
+    parts: dict[str, list[str]] = {}
+    for chunk in spec.split(";"):
+        if not chunk.strip():
+            continue
+        if "=" not in chunk:
+            raise typer.BadParameter(f"grid part {chunk!r} is not key=values", param_hint="--grid")
+        key, vals = chunk.split("=", 1)
+        key = key.strip()
+        if key not in ("s_min", "quantile", "n_max"):
+            raise typer.BadParameter(f"unknown grid key {key!r} (use s_min, quantile, n_max)", param_hint="--grid")
+        parts[key] = [v.strip() for v in vals.split(",") if v.strip()]
+    base = {"s_min": OFFICIAL_GRID.s_min, "quantile": OFFICIAL_GRID.quantile, "n_max": OFFICIAL_GRID.n_max}
+    out: dict[str, tuple] = {}
+    for key, default in base.items():
+        if key not in parts:
+            out[key] = default
+            continue
+        try:
+            conv = int if key == "n_max" else float
+            out[key] = tuple(conv(v) for v in parts[key])
+        except ValueError:
+            raise typer.BadParameter(f"grid {key}: {parts[key]} are not all numbers", param_hint="--grid") from None
+        if not out[key]:
+            raise typer.BadParameter(f"grid {key} is empty", param_hint="--grid")
+    try:
+        return Grid(**out)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--grid") from None
+
+
+def load_prior_file(path: Path, question_ids: list[str], std: float) -> Any:
+    """Per-question MAP prior for OptScaleᵗ from a file.
+
+    Two formats: the authors' ``*_train_mu_sigma.json`` (a list of ``[mu, sigma]``
+    per question, in pool row order) or an ``optscale-priors`` JSON (columns
+    ``question_ids``, ``loc_mu``, ``scale_mu``, ``loc_sigma``, ``scale_sigma``,
+    matched by question id).
+
+    Args:
+        path: the file.
+        question_ids: the pool's question ids.
+        std: prior std for the list format.
+
+    Returns:
+        A ``GaussianPrior`` with one entry per question.
+
+    Raises:
+        typer.BadParameter: naming the file and the bad record.
+    """
+    from optscale_jax.model import GaussianPrior
+    from optscale_jax.policies import gaussian_prior
+
+    hint = "--prior"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise typer.BadParameter(f"{path}: cannot read JSON ({e})", param_hint=hint) from None
+    q = len(question_ids)
+    if isinstance(data, list):
+        if len(data) != q:
+            raise typer.BadParameter(f"{path}: {len(data)} [mu, sigma] records, the pool has {q} questions", param_hint=hint)
+        arr = np.full((q, 2), np.nan)
+        for i, rec in enumerate(data):
+            if not (isinstance(rec, (list, tuple)) and len(rec) == 2):
+                raise typer.BadParameter(f"{path}: record {i} is not a [mu, sigma] pair", param_hint=hint)
+            try:
+                arr[i] = [float(rec[0]), float(rec[1])]
+            except (TypeError, ValueError):
+                raise typer.BadParameter(f"{path}: record {i}: {rec!r} is not numeric", param_hint=hint) from None
+        try:
+            return gaussian_prior(arr[:, 0], arr[:, 1], std, std)
+        except ValueError as e:
+            raise typer.BadParameter(f"{path}: {e}", param_hint=hint) from None
+    if isinstance(data, dict) and data.get("format") == "optscale-priors":
+        ids = [str(x) for x in data.get("question_ids", [])]
+        index = {qid: i for i, qid in enumerate(ids)}
+        missing = [qid for qid in question_ids if qid not in index]
+        if missing:
+            raise typer.BadParameter(f"{path}: no prior for question {missing[0]!r} ({len(missing)} missing)", param_hint=hint)
+        rows = [index[qid] for qid in question_ids]
+        cols = {}
+        for field in ("loc_mu", "scale_mu", "loc_sigma", "scale_sigma"):
+            if field not in data:
+                raise typer.BadParameter(f"{path}: field {field!r} missing", param_hint=hint)
+            col = np.asarray(data[field], dtype=np.float64)
+            if col.shape != (len(ids),):
+                raise typer.BadParameter(f"{path}: field {field!r} has {col.shape[0]} entries, question_ids {len(ids)}", param_hint=hint)
+            cols[field] = col[rows]
+        bad = ~np.isfinite(np.stack(list(cols.values()))).all(axis=0) | (cols["loc_sigma"] <= 0) | (cols["scale_mu"] <= 0) | (cols["scale_sigma"] <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise typer.BadParameter(f"{path}: prior of question {question_ids[i]!r} is not finite/positive", param_hint=hint)
+        return GaussianPrior(cols["loc_mu"], cols["scale_mu"], cols["loc_sigma"], cols["scale_sigma"])
+    raise typer.BadParameter(f"{path}: expected a list of [mu, sigma] or an optscale-priors JSON object", param_hint=hint)
+
+
+def _summary_table(result: Any) -> Any:
+    from rich.table import Table
+
+    from optscale_jax.report import table1_rows
+
+    title = f"{result.label} — {result.n_questions} questions"
+    if result.synthetic:
+        title += " (SYNTHETIC pool)"
+    table = Table(title=title)
+    for col, just in (("method", "left"), ("acc. %", "right"), ("95% CI", "right"), ("tokens/q", "right"),
+                      ("samples/q", "right"), ("config", "left")):
+        table.add_column(col, justify=just)
+    last = None
+    for r in table1_rows(result):
+        if last is not None and r["block"] != last:
+            table.add_section()
+        last = r["block"]
+        lo, hi = r["accuracy_ci"]
+        cfg = ""
+        if r["s_min"] is not None:
+            cfg = f"s_min={r['s_min']}, 1-α={r['quantile']}"
+        label = r["label"].replace("$^0$", "⁰").replace("$^t$", "ᵗ").replace("$N=", "N=").replace("$)", ")")
+        table.add_row(label, f"{r['accuracy']:.1f}", "" if np.isnan(lo) else f"[{lo:.1f}, {hi:.1f}]",
+                      f"{r['tokens']:.0f}", f"{r['samples']:.2f}", cfg)
+    return table
+
+
+def replay_command(
+    pool_path: Optional[Path] = typer.Argument(None, metavar="[POOL]", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
+    policy: list[str] = typer.Option(["all"], "--policy", "-p", help="Method(s): all, BoN, SC, WeightedSC, ESC, ASC, DSC, OptScale0, OptScaleT. Repeatable."),
+    grid: str = typer.Option("official", "--grid", help="'official' or 's_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16'."),
+    mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot (the authors'), sequential, or both."),
+    out: Path = typer.Option(Path("optscale-replay"), "--out", "-o", help="Output directory."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="OptScaleᵗ prior: the authors' *_train_mu_sigma.json or an optscale-priors JSON. Default: a population prior."),
+    prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts file with gold answers (the authors' format)."),
+    aggregate: str = typer.Option("mean", "--aggregate", help="Step-score aggregation: mean, last, min, product."),
+    synthetic: str = typer.Option("math500", "--synthetic", help="Which synthetic twin to use when POOL is omitted."),
+    n_perms: int = typer.Option(0, "--n-perms", min=0, help="Average over this many random re-orderings of each row."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap replicates for confidence intervals."),
+    nstar: str = typer.Option("closed", "--nstar", help="N* rule: closed (closed form) or official (the authors' grid scan)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    from rich.console import Console
+
+    from optscale_jax.replay import METHODS, sweep
+    from optscale_jax.report import write_report
+
+    console = Console()
+    methods = list(METHODS) if any(p.lower() == "all" for p in policy) else []
+    if not methods:
+        lookup = {m.lower(): m for m in METHODS}
+        for p in policy:
+            for name in p.split(","):
+                key = name.strip().lower()
+                if key not in lookup:
+                    raise typer.BadParameter(f"unknown policy {name!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy")
+                if lookup[key] not in methods:
+                    methods.append(lookup[key])
+    modes = {"oneshot": ["oneshot"], "sequential": ["sequential"], "both": ["oneshot", "sequential"]}.get(mode)
+    if modes is None:
+        raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot, sequential or both", param_hint="--mode")
+    if nstar not in ("closed", "official"):
+        raise typer.BadParameter(f"unknown N* rule {nstar!r}; choose closed or official", param_hint="--nstar")
+    the_grid = parse_grid(grid)
+
+    if pool_path is None:
+        from optscale_jax.synthetic import synthetic_pool
+
+        try:
+            pool = synthetic_pool(dataset=synthetic, n_samples=64, seed=seed)
+        except (ValueError, KeyError) as e:
+            raise typer.BadParameter(f"no synthetic twin {synthetic!r}: {e}", param_hint="--synthetic") from None
+        console.print(f"[bold yellow]No POOL given: using the built-in SYNTHETIC twin '{pool.label}' "
+                      f"({pool.n_questions} x {pool.n_max}); numbers are not real model outputs.[/]")
+    else:
+        from optscale_jax.pool import read_pool
+
+        if not pool_path.exists():
+            raise typer.BadParameter(f"{pool_path}: no such file", param_hint="POOL")
+        try:
+            pool = read_pool(pool_path, prompts=prompts, aggregate=aggregate)
+        except ValueError as e:  # PoolFormatError is a ValueError naming file/record/field
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(code=2) from None
+    prior_obj = None
+    if prior is not None and "OptScaleT" in methods:
+        prior_obj = load_prior_file(prior, pool.question_ids, prior_std)
+
+    result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar,
+                   n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress)
+    paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
+    console.print(_summary_table(result))
+    console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "
+                  + ", ".join(p.name for p in paths.values()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``replay`` command to an ``optscale`` Typer app.
+
+    Args:
+        app: the CLI application.
+    """
+    app.command("replay", help=_HELP)(replay_command)
