@@ -134,7 +134,7 @@ def aggregate_step_scores(step_scores: Sequence[float], how: str = "mean") -> fl
     bad = ~((s >= 0.0) & (s <= 1.0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"step score {i} is {s[i]!r}, outside [0, 1]")
+        raise ValueError(f"step score {i} is {float(s[i])!r}, outside [0, 1]")
     if how == "mean":
         return float(s.mean())
     if how == "last":

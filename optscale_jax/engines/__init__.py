@@ -1,0 +1,54 @@
+"""Inference backends: sampling completions and scoring them with a PRM.
+
+Heavy dependencies (torch, transformers, vllm, httpx) are imported only when an
+engine is constructed.
+"""
+
+from .base import (
+    DEFAULT_SYSTEM_PROMPT,
+    Completion,
+    Engine,
+    EngineError,
+    SampleRequest,
+    Scorer,
+    check_requests,
+)
+from .openai import HTTPClient, OpenAIEngine, OpenAIPRM
+from .prm import (
+    AGGREGATIONS,
+    PRM_SYSTEM_PROMPT,
+    STEP_TOKEN,
+    aggregate_step_scores,
+    prm_messages,
+    split_steps,
+    step_probabilities,
+)
+from .transformers import TransformersEngine, TransformersPRM, make_tiny_models
+from .vllm import VLLMEngine, VLLMPRM, import_vllm, step_scores_from_pooling
+
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "PRM_SYSTEM_PROMPT",
+    "STEP_TOKEN",
+    "Completion",
+    "Engine",
+    "EngineError",
+    "HTTPClient",
+    "OpenAIEngine",
+    "OpenAIPRM",
+    "SampleRequest",
+    "Scorer",
+    "TransformersEngine",
+    "TransformersPRM",
+    "VLLMEngine",
+    "VLLMPRM",
+    "aggregate_step_scores",
+    "check_requests",
+    "import_vllm",
+    "make_tiny_models",
+    "prm_messages",
+    "split_steps",
+    "step_probabilities",
+    "step_scores_from_pooling",
+]

@@ -1,0 +1,308 @@
+"""A vLLM server through its OpenAI-compatible HTTP API (httpx).
+
+The path for deployments beyond one machine: ``vllm serve`` with tensor /
+pipeline parallelism (multi-node through Ray) behind one URL. Sampling uses
+``POST /v1/chat/completions`` (the server applies the model's chat template)
+or ``POST /v1/completions`` (raw prompts) with ``n`` and ``seed``, and asks for
+``return_token_ids`` (a vLLM extension) so every completion's token count is
+exact; PRM scoring uses vLLM's ``POST /pooling`` with chat ``messages``,
+``task="token_classify"`` and ``use_activation=false`` (raw logits, softmax
+here). When the server returns one row per token rather than per step, the
+step positions come from ``POST /tokenize`` of the same messages; start the
+PRM server with ``--pooler-config '{"step_tag_id": 151651}'`` to skip that call.
+
+Every request has a timeout; connection errors, timeouts, 429 and 5xx are
+retried with exponential backoff; other 4xx fail at once with the server's
+message. At most ``concurrency`` requests are in flight.
+
+Checked against the request/response models of vLLM 0.32.0
+(``CompletionResponseChoice.token_ids``, ``ChatCompletionResponseChoice``,
+``PoolingChatRequest``, ``PoolingResponse``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .base import Completion, EngineError, SampleRequest, check_requests
+from .prm import PRM_SYSTEM_PROMPT, STEP_TOKEN, prm_messages, split_steps, step_probabilities
+
+__all__ = ["HTTPClient", "OpenAIEngine", "OpenAIPRM"]
+
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class HTTPClient:
+    """JSON POSTs with timeouts, retries with exponential backoff and bounded concurrency.
+
+    Args:
+        base_url: Server root, e.g. ``"http://gpu-node:8000"`` (no ``/v1``).
+        api_key: Sent as a bearer token when given.
+        timeout: Seconds per request (connect, read, write, pool).
+        max_retries: Retries after the first attempt for retryable failures.
+        backoff: First backoff in seconds; doubles each retry.
+        max_backoff: Upper bound of one backoff.
+        concurrency: Maximum requests in flight.
+        sleep: Injected for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        concurrency: int = 32,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import httpx
+
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError(
+                f"need concurrency >= 1, max_retries >= 0, timeout > 0; got {concurrency}, {max_retries}, {timeout}"
+            )
+        self._httpx = httpx
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.concurrency = int(concurrency)
+        self._sleep = sleep
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON and return the decoded JSON response, retrying transient failures.
+
+        Raises:
+            EngineError: On a non-retryable status, an undecodable body, or when
+                the retries are exhausted (naming URL, attempts and last failure).
+        """
+        httpx = self._httpx
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            try:
+                resp = self._client.post(path, json=body)
+            except httpx.TimeoutException as e:
+                last = f"timed out ({type(e).__name__})"
+                continue
+            except httpx.TransportError as e:
+                last = f"{type(e).__name__}: {e}"
+                continue
+            if resp.status_code in _RETRY_STATUS:
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                continue
+            if resp.status_code >= 400:
+                raise EngineError(f"POST {url} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
+            try:
+                return resp.json()
+            except ValueError as e:
+                raise EngineError(f"POST {url} returned a body that is not JSON: {resp.text[:300]!r}") from e
+        raise EngineError(f"POST {url} failed after {self.max_retries + 1} attempts; last: {last}")
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """Apply ``fn`` to ``items`` with at most ``concurrency`` in flight; results in order."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+
+class OpenAIEngine:
+    """Sample completions from an OpenAI-compatible (vLLM) server.
+
+    Args:
+        base_url: Server root, e.g. ``"http://localhost:8000"``.
+        model: Served model name.
+        chat: True: ``/v1/chat/completions`` (server-side chat template);
+            False: ``/v1/completions`` with the prompt sent as is.
+        temperature: Sampling temperature (paper: 0.7).
+        top_p: Nucleus mass (paper: 0.95).
+        max_tokens: Maximum completion tokens.
+        system_prompt: System turn (chat mode only); None for none.
+        **http: Options of :class:`HTTPClient` (timeout, max_retries, backoff,
+            concurrency, api_key, ...).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        chat: bool = True,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        max_tokens: int = 32768,
+        system_prompt: str | None = None,
+        **http: Any,
+    ) -> None:
+        self.http = HTTPClient(base_url, **http)
+        self.model = model
+        self.chat = bool(chat)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_tokens = int(max_tokens)
+        self.system_prompt = system_prompt
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self.http.close()
+
+    def _body(self, r: SampleRequest) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": int(r.n),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "return_token_ids": True,
+        }
+        if r.seed is not None:
+            body["seed"] = int(r.seed)
+        if not self.chat:
+            return "/v1/completions", {**body, "prompt": r.prompt}
+        messages = [{"role": "user", "content": r.prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return "/v1/chat/completions", {**body, "messages": messages}
+
+    def _one(self, r: SampleRequest) -> list[Completion]:
+        path, body = self._body(r)
+        data = self.http.post(path, body)
+        try:
+            choices = sorted(data["choices"], key=lambda c: c["index"])
+            usage = data.get("usage") or {}
+            out = []
+            for c in choices:
+                text = c["text"] if not self.chat else (c["message"].get("content") or "")
+                if self.chat and c["message"].get("reasoning"):
+                    text = c["message"]["reasoning"] + "\n\n" + text  # server split off the thinking
+                if c.get("token_ids") is not None:
+                    tokens = len(c["token_ids"])
+                elif len(choices) == 1 and "completion_tokens" in usage:
+                    tokens = int(usage["completion_tokens"])
+                else:
+                    raise EngineError(
+                        "the server returned no per-choice token_ids (vLLM's return_token_ids); "
+                        "per-completion token counts are unknown for n > 1"
+                    )
+                out.append(Completion(text=text, tokens=tokens, finish_reason=c.get("finish_reason")))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise EngineError(f"malformed response from {path}: missing {e}; got {str(data)[:300]}") from e
+        if len(out) != r.n:
+            raise EngineError(f"{path} returned {len(out)} choices, asked for n={r.n}")
+        return out
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[Completion]]:
+        """Sample ``r.n`` completions for every request, concurrently (see :class:`~.base.Engine`)."""
+        check_requests(requests)
+        return self.http.map(self._one, list(requests))
+
+
+class OpenAIPRM:
+    """Score completions with a PRM served by ``vllm serve <prm> --runner pooling``.
+
+    Args:
+        base_url: Server root.
+        model: Served PRM name (e.g. ``"Qwen/Qwen2.5-Math-PRM-7B"``).
+        step_token: Step separator token.
+        system_prompt: System turn of the PRM conversation.
+        **http: Options of :class:`HTTPClient`.
+    """
+
+    name = "openai-prm"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        step_token: str = STEP_TOKEN,
+        system_prompt: str = PRM_SYSTEM_PROMPT,
+        **http: Any,
+    ) -> None:
+        self.http = HTTPClient(base_url, **http)
+        self.model = model
+        self.step_token = step_token
+        self.system_prompt = system_prompt
+        self._step_token_id: int | None = None
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self.http.close()
+
+    @property
+    def step_token_id(self) -> int:
+        """Id of the step token, asked from the server's ``/tokenize`` once."""
+        if self._step_token_id is None:
+            data = self.http.post(
+                "/tokenize", {"model": self.model, "prompt": self.step_token, "add_special_tokens": False}
+            )
+            ids = data.get("tokens")
+            if not isinstance(ids, list) or len(ids) != 1:
+                raise EngineError(f"step token {self.step_token!r} is not one token of {self.model}: {ids}")
+            self._step_token_id = int(ids[0])
+        return self._step_token_id
+
+    def _one(self, item: tuple[str, list[str]]) -> list[float]:
+        question, steps = item
+        if not steps:
+            return []
+        messages = prm_messages(question, steps, system_prompt=self.system_prompt, step_token=self.step_token)
+        data = self.http.post(
+            "/pooling",
+            {
+                "model": self.model,
+                "messages": messages,
+                "task": "token_classify",
+                "use_activation": False,
+                "add_generation_prompt": False,
+            },
+        )
+        try:
+            rows = np.asarray(data["data"][0]["data"], dtype=np.float64)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise EngineError(f"malformed /pooling response: {str(data)[:300]}") from e
+        if rows.ndim != 2 or rows.shape[1] != 2:
+            raise EngineError(f"/pooling returned shape {rows.shape}, expected (tokens or steps, 2)")
+        if rows.shape[0] != len(steps):
+            tok = self.http.post(
+                "/tokenize", {"model": self.model, "messages": messages, "add_generation_prompt": False}
+            )
+            ids = np.asarray(tok.get("tokens", []))
+            if len(ids) != rows.shape[0]:
+                raise EngineError(f"/pooling returned {rows.shape[0]} rows but /tokenize {len(ids)} tokens")
+            pos = np.flatnonzero(ids == self.step_token_id)
+            if len(pos) != len(steps):
+                raise EngineError(f"{len(steps)} steps but {len(pos)} step tokens in the PRM input")
+            rows = rows[pos]
+        return step_probabilities(rows).tolist()
+
+    def score(self, questions: Sequence[str], completions: Sequence[str]) -> list[list[float]]:
+        """Per-step probabilities, concurrently (see :class:`~.base.Scorer`)."""
+        if len(questions) != len(completions):
+            raise ValueError(f"{len(questions)} questions but {len(completions)} completions")
+        items = [(q, split_steps(c)) for q, c in zip(questions, completions, strict=True)]
+        return self.http.map(self._one, items)
