@@ -219,7 +219,8 @@ def math_verify_equal(gold: str, answer: str) -> bool:
 
 def _quiet_math_verify() -> None:
     # math-verify logs a warning once per process that its timeouts are off: we bound
-    # time ourselves, so silence those two loggers (only in our worker processes).
+    # time ourselves, so silence its loggers (in worker processes, or in the caller
+    # when it asked for in-process checks with workers=0).
     for name in ("math_verify.parser", "math_verify.grader", "math_verify"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -312,7 +313,9 @@ class Grader:
     context manager (or call :meth:`close`) to stop the workers.
 
     ``workers=0`` runs checks in the calling process with **no** time bound (for
-    debugging or environments without multiprocessing).
+    debugging or environments without multiprocessing). As with any ``spawn``-based
+    multiprocessing, a script that grades with workers must guard its entry point with
+    ``if __name__ == "__main__":``.
 
     Args:
         timeout: seconds allowed per check.
@@ -640,7 +643,7 @@ def search_and_learn_agreement(
 
     path = Path(path)
     pool = read_search_and_learn(path, aggregate="last")
-    records = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
     own = grader is None
     g = grader if grader is not None else Grader(workers=workers)
     try:

@@ -119,7 +119,7 @@ class Pool:
             seen[qid] = i
 
         def arr(name: str, value: Any, dtype: Any) -> np.ndarray:
-            a = np.asarray(value) if dtype is object else np.asarray(value)
+            a = np.asarray(value)
             if a.shape != (q, n):
                 raise ValueError(f"Pool.{name} has shape {a.shape}, Pool.mask has shape {(q, n)}")
             return a

@@ -482,3 +482,22 @@ def test_detect_format_unknown(tmp_path):
     f.write_text("hello")
     with pytest.raises(PoolFormatError, match="x.txt: unknown pool format"):
         read_pool(f)
+
+
+@pytest.mark.data
+def test_official_reader_matches_records_to_real_prompts_by_id(shared_data, tmp_path):
+    prompts = shared_data / "benchmarks" / "math500.json"
+    raw = json.loads(prompts.read_text())
+    f = _write(
+        tmp_path / "MATH500_pool.json",
+        [
+            _official_record(3, ["\\boxed{1}"], [0.5], [10], problem=raw[2]["problem"]),
+            _official_record(1, ["\\boxed{2}", "x"], [0.25, 0.75], [20, 30]),
+        ],
+    )
+    pool = read_pool(f, prompts=prompts)
+    assert pool.question_ids == ["3", "1"]
+    assert pool.gold == [raw[2]["answer"], raw[0]["answer"]]
+    assert pool.prompts == [raw[2]["problem"], raw[0]["problem"]]
+    assert pool.dataset == "math500"
+    assert pool.n_samples.tolist() == [1, 2]
