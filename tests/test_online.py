@@ -327,3 +327,71 @@ def test_load_benchmark(shared_data):
     assert all("####" not in q.gold for q in gsm)
     with pytest.raises(FileNotFoundError, match="nope.json does not exist"):
         load_benchmark("nope", data_dir=shared_data)
+
+
+# --- the `optscale run` command -------------------------------------------------------
+
+
+def _cli():
+    import typer
+
+    from optscale_jax.commands.run import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """optscale (test app)"""
+
+    register(app)
+    return app
+
+
+def _bench(tmp_path) -> Path:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps([{"problem": f"What is {i}+1?", "answer": str(i + 1), "unique_id": f"t{i}"}
+                                for i in range(3)]))
+    return path
+
+
+def test_cli_run_transformers_then_replay(tmp_path):
+    from typer.testing import CliRunner
+
+    from optscale_jax.engines.transformers import make_tiny_models
+    from optscale_jax.pool import read_pool
+    from optscale_jax.replay import replay
+
+    gen, prm = make_tiny_models(tmp_path / "models")
+    out = tmp_path / "run"
+    args = ["run", "--engine", "transformers", "--model", str(gen), "--prm", str(prm),
+            "--dataset", str(_bench(tmp_path)), "--policy", "SC", "--n-max", "3", "--batch", "2",
+            "--max-tokens", "12", "--out", str(out), "--no-progress"]
+    res = CliRunner().invoke(_cli(), args)
+    assert res.exit_code == 0, res.output
+    assert "SC on bench (3 questions, n_max=3)" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 9 and summary["waves"] == 2
+    pool = read_pool(out / "pool.parquet")
+    assert pool.question_ids == ["t0", "t1", "t2"] and pool.gold == ["1", "2", "3"]
+    assert replay(pool, SelfConsistency(3), n_boot=0).mean_samples == 3.0
+    again = CliRunner().invoke(_cli(), args)  # a finished run resumes to the same result
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "summary.json").read_text())["resumed_samples"] == 9
+
+
+def test_cli_engine_error_and_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    bench = str(_bench(tmp_path))
+    res = CliRunner().invoke(_cli(), ["run", "--engine", "openai", "--model", "m", "--dataset", bench,
+                                      "--policy", "BoN", "--n-max", "2", "--out", str(tmp_path / "o"),
+                                      "--base-url", "http://127.0.0.1:9", "--max-retries", "0",
+                                      "--timeout", "2", "--no-progress"])
+    assert res.exit_code == 3
+    assert "engine error" in res.output and "run the same command to resume" in res.output
+    res = CliRunner().invoke(_cli(), ["run", "--engine", "tpu", "--model", "m", "--dataset", bench,
+                                      "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "unknown engine 'tpu'" in res.output
+    res = CliRunner().invoke(_cli(), ["run", "--engine", "openai", "--model", "m", "--dataset", bench,
+                                      "--policy", "magic", "--out", str(tmp_path / "o3")])
+    assert res.exit_code == 2 and "unknown policy 'magic'" in res.output

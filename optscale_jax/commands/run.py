@@ -1,0 +1,241 @@
+"""``optscale run``: the live adaptive loop over an inference engine and a PRM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+__all__ = ["ENGINES", "POLICIES", "make_engines", "make_policy", "register"]
+
+ENGINES = ("vllm", "openai", "transformers")
+POLICIES = ("BoN", "SC", "WeightedSC", "ESC", "ASC", "DSC", "OptScale0", "OptScaleT", "MR-Thinking")
+
+_HELP = """Sample live: ask the engine for more completions only for the questions whose
+policy has not stopped, score them with the PRM, and write OUT/samples.jsonl (append-only,
+resumable: run the same command again after a crash), OUT/pool.parquet (for `optscale
+replay`) and OUT/summary.json (accuracy, tokens, samples per question, tokens saved
+against Best-of-n_max)."""
+
+
+def make_policy(
+    name: str,
+    n_max: int,
+    *,
+    s_min: float = 0.95,
+    quantile: float = 0.05,
+    mode: str = "oneshot",
+    prior: Any = None,
+    n_questions: int = 1,
+) -> Any:
+    """Build a policy from its CLI name.
+
+    Args:
+        name: One of :data:`POLICIES` (case-insensitive).
+        n_max: Sample budget per question (rounds for MR-Thinking).
+        s_min: OptScale target score.
+        quantile: OptScale ``1 - alpha``.
+        mode: OptScale ``oneshot`` or ``sequential``.
+        prior: OptScaleᵗ prior (default: the replay evaluator's population prior).
+        n_questions: Number of questions (for the default prior).
+
+    Returns:
+        The policy.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    from optscale_jax.online import MRThinking
+    from optscale_jax.policies import ASC, DSC, ESC, BestOfN, OptScale, SelfConsistency, WeightedVote
+
+    key = name.strip().lower()
+    simple = {"bon": BestOfN, "sc": SelfConsistency, "weightedsc": WeightedVote}
+    if key in simple:
+        return simple[key](n_max)
+    if key == "esc":
+        return ESC(n_max=n_max)
+    if key == "asc":
+        return ASC(n_max=n_max)
+    if key == "dsc":
+        return DSC(n_max=n_max)
+    if key in ("mr-thinking", "mrthinking", "mr"):
+        return MRThinking(n_max)
+    if key in ("optscale0", "optscalet"):
+        if key == "optscalet" and prior is None:
+            import numpy as np
+
+            from optscale_jax.policies import gaussian_prior
+            from optscale_jax.replay import POPULATION_PRIOR_CENTRES
+
+            prior = gaussian_prior(
+                np.full(n_questions, POPULATION_PRIOR_CENTRES[0]),
+                np.full(n_questions, POPULATION_PRIOR_CENTRES[1]),
+            )
+        return OptScale(
+            n_max=n_max, s_min=s_min, alpha=1.0 - quantile, mode=mode,
+            prior=prior if key == "optscalet" else None,
+        )
+    raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+
+
+def make_engines(
+    engine: str,
+    model: str,
+    prm: str,
+    *,
+    base_url: str = "http://localhost:8000",
+    prm_base_url: str | None = None,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    max_tokens: int = 32768,
+    system_prompt: str | None = None,
+    tensor_parallel_size: int = 1,
+    dtype: str = "auto",
+    concurrency: int = 32,
+    timeout: float = 600.0,
+    max_retries: int = 5,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Build the (sampler, PRM) pair of a backend.
+
+    Args:
+        engine: ``vllm``, ``openai`` or ``transformers``.
+        model: Generator id/path (served name for ``openai``).
+        prm: PRM id/path (served name for ``openai``).
+        base_url: Generator server (``openai``).
+        prm_base_url: PRM server (``openai``; default ``base_url``).
+        temperature: Sampling temperature.
+        top_p: Nucleus mass.
+        max_tokens: Maximum completion tokens.
+        system_prompt: Generator system turn (None: none).
+        tensor_parallel_size: GPUs per model (``vllm``).
+        dtype: Weights dtype (``vllm``: auto/bfloat16/...; ``transformers``: auto means float32).
+        concurrency: Requests in flight (``openai``).
+        timeout: Seconds per request (``openai``).
+        max_retries: Retries of transient failures (``openai``).
+        trust_remote_code: Allow model code from the checkpoint (Qwen2.5-Math-PRM needs it
+            for ``transformers``).
+
+    Returns:
+        (engine, scorer).
+    """
+    sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, system_prompt=system_prompt)
+    if engine == "vllm":
+        from optscale_jax.engines.vllm import VLLMEngine, VLLMPRM
+
+        kw = dict(tensor_parallel_size=tensor_parallel_size, dtype=dtype)
+        return VLLMEngine(model, **sampling, **kw), VLLMPRM(prm, **kw)
+    if engine == "openai":
+        from optscale_jax.engines.openai import OpenAIEngine, OpenAIPRM
+
+        http = dict(concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+        return (
+            OpenAIEngine(base_url, model, **sampling, **http),
+            OpenAIPRM(prm_base_url or base_url, prm, **http),
+        )
+    if engine == "transformers":
+        from optscale_jax.engines.transformers import TransformersEngine, TransformersPRM
+
+        dt = "float32" if dtype == "auto" else dtype
+        return (
+            TransformersEngine(model, **sampling, dtype=dt, trust_remote_code=trust_remote_code),
+            TransformersPRM(prm, dtype=dt, trust_remote_code=trust_remote_code),
+        )
+    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+
+
+def run_command(
+    engine: str = typer.Option(..., "--engine", "-e", help="Backend: vllm (in process), openai (a vLLM server over HTTP), transformers (CPU)."),
+    model: str = typer.Option(..., "--model", "-m", help="Generator model id or path (served model name for --engine openai)."),
+    prm: str = typer.Option("Qwen/Qwen2.5-Math-PRM-7B", "--prm", help="Process reward model id or path (served name for openai)."),
+    dataset: str = typer.Option("math500", "--dataset", "-d", help="math500, gsm8k, aime24, aime25, amc23, or a path to a benchmark JSON."),
+    policy: str = typer.Option("OptScale0", "--policy", "-p", help=f"One of: {', '.join(POLICIES)}."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds this run)."),
+    n_max: int = typer.Option(16, "--n-max", min=1, help="Sample budget per question (rounds for MR-Thinking)."),
+    s_min: float = typer.Option(0.95, "--s-min", help="OptScale target score."),
+    quantile: float = typer.Option(0.05, "--quantile", help="OptScale 1 - alpha."),
+    mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot or sequential."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="OptScaleT prior file (the authors' *_train_mu_sigma.json or an optscale-priors JSON)."),
+    prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="At most this many new samples per question per wave (default: what the policy wants)."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first LIMIT questions."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Shared data directory (default $OPTSCALE_DATA or ../shared/data)."),
+    aggregate: str = typer.Option("mean", "--aggregate", help="Step-score aggregation: mean, last, min, product."),
+    seed: int = typer.Option(0, "--seed", help="Run seed (request seeds derive from it)."),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_tokens: int = typer.Option(32768, "--max-tokens", min=1),
+    base_url: str = typer.Option("http://localhost:8000", "--base-url", help="Generator server (--engine openai)."),
+    prm_base_url: Optional[str] = typer.Option(None, "--prm-base-url", help="PRM server (default: --base-url)."),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="HTTP requests in flight (--engine openai)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP request."),
+    max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries of transient HTTP failures."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", min=1, help="GPUs per model (--engine vllm)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow checkpoint code (transformers PRM)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue a run found in OUT."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run a scaling policy live (see the command help)."""
+    from rich.console import Console
+
+    from optscale_jax.engines.base import EngineError
+    from optscale_jax.online import load_benchmark, run
+
+    console = Console()
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}", param_hint="--engine")
+    if mode not in ("oneshot", "sequential"):
+        raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot or sequential", param_hint="--mode")
+    if not 0.0 < quantile < 1.0:
+        raise typer.BadParameter(f"--quantile must be in (0, 1), got {quantile}", param_hint="--quantile")
+    try:
+        name, questions = load_benchmark(dataset, data_dir=data_dir, limit=limit)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--dataset") from None
+    prior_obj = None
+    if prior is not None:
+        from optscale_jax.commands.replay import load_prior_file
+
+        prior_obj = load_prior_file(prior, [q.id for q in questions], prior_std)
+    try:
+        pol = make_policy(policy, n_max, s_min=s_min, quantile=quantile, mode=mode, prior=prior_obj,
+                          n_questions=len(questions))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--policy") from None
+    try:
+        eng, scorer = make_engines(
+            engine, model, prm, base_url=base_url, prm_base_url=prm_base_url, temperature=temperature,
+            top_p=top_p, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+            concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+            trust_remote_code=trust_remote_code,
+        )
+        result = run(questions, eng, scorer, pol, out=out, batch=batch, token_budget=token_budget,
+                     aggregate=aggregate, seed=seed, dataset=name, resume=resume, progress=progress)
+    except EngineError as e:
+        console.print(f"[bold red]engine error:[/] {e}")
+        console.print(f"Everything scored so far is in {out}/samples.jsonl; run the same command to resume.")
+        raise typer.Exit(code=3) from None
+    except ValueError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+    s = result.summary
+    acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.1f}%"
+    console.print(
+        f"{pol.name} on {name} ({s['questions']} questions, n_max={s['n_max']}): accuracy {acc}, "
+        f"{s['mean_samples']:.2f} samples/question, {s['mean_tokens']:.0f} tokens/question, "
+        f"{100 * s['tokens_saved_vs_bon_n_max']:.1f}% tokens saved vs Best-of-{s['n_max']} (estimated), "
+        f"{s['waves']} waves."
+    )
+    console.print(f"pool: {out}/pool.parquet (optscale replay {out}/pool.parquet), summary: {out}/summary.json")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` command to an ``optscale`` Typer app.
+
+    Args:
+        app: The CLI application.
+    """
+    app.command("run", help=_HELP)(run_command)
