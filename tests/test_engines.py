@@ -105,7 +105,7 @@ def test_generate_counts_finish_and_determinism(engine):
     for comps in out:
         for c in comps:
             assert isinstance(c, Completion)
-            # character-level tokenizer: >= one token per character (+ skipped special tokens)
+            # byte-level tokenizer: >= one token per character (+ skipped special tokens)
             assert len(c.text) + (c.finish_reason == "stop") <= c.tokens <= 16
             assert c.finish_reason in ("stop", "length")
             assert c.finish_reason == "stop" or c.tokens == 16

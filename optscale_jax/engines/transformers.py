@@ -8,14 +8,13 @@ whose output has 2-label logits per token, e.g. ``*ForTokenClassification`` with
 reads the positive-class probability at the step-token positions.
 
 :func:`make_tiny_models` writes a tiny *random* Qwen2 generator and PRM with a
-character-level tokenizer, so the whole live loop runs on a laptop CPU without
+byte-level tokenizer, so the whole live loop runs on a laptop CPU without
 downloads (its text is gibberish; it exercises the machinery, not maths).
 """
 
 from __future__ import annotations
 
 import contextlib
-import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -286,8 +285,8 @@ def _load_prm(path: str, dtype, trust_remote_code: bool):
 def make_tiny_models(directory: str | Path, *, seed: int = 0) -> tuple[Path, Path]:
     """Write a tiny random Qwen2 generator and PRM (with tokenizers) to disk.
 
-    The tokenizer is character level over printable ASCII plus ChatML special
-    tokens and the PRM step token ``<extra_0>``; the models have 2 layers of
+    The tokenizer is byte level (one token per UTF-8 byte, no merges) plus ChatML
+    special tokens and the PRM step token ``<extra_0>``; the models have 2 layers of
     width 32 and random weights (seeded), so they load in milliseconds and
     generate gibberish. Nothing is downloaded.
 
@@ -299,7 +298,7 @@ def make_tiny_models(directory: str | Path, *, seed: int = 0) -> tuple[Path, Pat
         (generator path, PRM path), each loadable with ``from_pretrained``.
     """
     torch = _torch()
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2Config,
@@ -308,11 +307,14 @@ def make_tiny_models(directory: str | Path, *, seed: int = 0) -> tuple[Path, Pat
     )
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", STEP_TOKEN]
-    chars = sorted(set(string.printable) - set("\x0b\x0c"))
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
+    # Byte-level BPE without merges (one token per byte), the format of Qwen2's own
+    # tokenizer, so AutoTokenizer (which picks Qwen2Tokenizer for model_type "qwen2")
+    # round-trips every text, whitespace included.
+    byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(specials + byte_symbols)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
     core.add_special_tokens(specials)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
