@@ -70,9 +70,9 @@ def train(
     backbone: Annotated[Path | None, typer.Option(help="Local transformers model dir (default: bundled all-MiniLM-L6-v2).")] = None,
     objective: Annotated[str, typer.Option(help="'regression' (paper) or 'score_model'.")] = "regression",
     pooling: Annotated[str, typer.Option(help="'attention' over token states or pre-pooled 'mean'.")] = "attention",
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default 30.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0, help="Peak AdamW rate; default 3e-5.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 64 (paper schedule: 16).")] = None,
     paper: Annotated[bool, typer.Option(help="Use the paper's schedule (lr 1e-5, 30 epochs, clip 0.1).")] = False,
     train_subset: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many questions.")] = None,
     val_subset: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many questions.")] = None,
@@ -89,12 +89,9 @@ def train(
     from predictor.training import TrainConfig, predict_moments
     from predictor.training import train as train_head
 
-    overrides = dict(objective=objective, seed=seed, batch_size=batch_size)
-    config = (
-        TrainConfig.paper(**overrides)
-        if paper
-        else TrainConfig(epochs=epochs, learning_rate=learning_rate, **overrides)
-    )
+    given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
+    overrides = dict(objective=objective, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    config = TrainConfig.paper(**overrides) if paper else TrainConfig(**overrides)
     tr, va = load_split("train", data), load_split("val", data)
     if train_subset:
         tr = tr.sample(train_subset, seed=seed)

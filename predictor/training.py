@@ -21,10 +21,12 @@ Objectives (``TrainConfig.objective``):
     label's own parameters and stays bounded where those parameters are huge
     (scores piled near 1), unlike a squared error in ``(μ, σ)``.
 
-Defaults are tuned for CPU: a small head on frozen features converges with
-AdamW at lr 1e-3 in a few dozen epochs. :meth:`TrainConfig.paper` is the
-paper's schedule (lr 1e-5, 30 epochs, clipping 0.1), meant for a fine-tuned
-backbone; on frozen features it barely moves the head in 30 epochs.
+Defaults are chosen for CPU and frozen features: the paper's head
+(512-256-128, dropout 0.2/0.2/0.1, AdamW, weight decay 0.01, 30 epochs) with
+batches of 64 at peak lr 3e-5 (warm-up then cosine decay), clipping at norm
+1.0, keeping the epoch with the best holdout loss. Larger rates (1e-3) overfit
+the 4,000 training questions within a few epochs. :meth:`TrainConfig.paper`
+is the paper's schedule (lr 1e-5, 30 epochs, clipping 0.1, batch 16).
 """
 
 from __future__ import annotations
@@ -88,12 +90,14 @@ class TrainConfig:
             the largest std reachable at their mean (:func:`label_params`).
         pad_multiple: token batches are padded to a multiple of this length, so
             only a few shapes are compiled.
+        keep_best: return the parameters of the epoch with the lowest holdout
+            loss (early stopping without stopping); needs a holdout.
         seed: seeds the initialisation, the holdout split, shuffling and dropout.
     """
 
     objective: Objective = "regression"
-    learning_rate: float = 1e-3
-    epochs: int = 40
+    learning_rate: float = 3e-5
+    epochs: int = 30
     batch_size: int = 64
     weight_decay: float = 0.01
     clip_norm: float = 1.0
@@ -104,6 +108,7 @@ class TrainConfig:
     n_quantiles: int = 32
     feasible_shrink: float = 0.95
     pad_multiple: int = 64
+    keep_best: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -431,6 +436,7 @@ def train(
     eval_loss = jax.jit(lambda params, x, mask, y, w: batch_loss(params, x, mask, y, w, None))
     base_key = jax.random.key(config.seed)
     history: list[dict] = []
+    best: tuple = (np.inf, None, 0)
     bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         order = fit_rows[rng.permutation(len(fit_rows))]
@@ -454,10 +460,15 @@ def train(
                 hn += len(idx)
             row["holdout_loss"] = hl / hn
         history.append(row)
+        if config.keep_best and "holdout_loss" in row and row["holdout_loss"] <= best[0]:
+            best = (row["holdout_loss"], params, epoch + 1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
         if callback is not None:
             callback(row)
     bar.close()
+    if best[1] is not None:
+        params = best[1]
+        history[-1]["best_epoch"] = best[2]
     head = nnx.merge(graphdef, params)
     result = TrainResult(head, config, history, {}, hold, label_stats)
     if len(hold):
