@@ -274,3 +274,40 @@ def test_fake_mirrors_real_vllm(fake_vllm, tmp_path):
     report = json.loads(line[len("REPORT"):])
     assert report["version"] == fake_vllm.__version__
     assert report["problems"] == []
+
+
+def test_live_run_and_cli_over_fake_vllm(fake_vllm, tmp_path):
+    """`optscale run --engine vllm` end to end on the fake: sampling, PRM, grading, pool."""
+    import typer
+    from typer.testing import CliRunner
+
+    from optscale_jax.commands.run import register
+    from optscale_jax.pool import read_pool
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps([{"problem": f"Compute {i}.", "answer": "1"} for i in range(4)]))
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """test app"""
+
+    register(app)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "--engine", "vllm", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+                                   "--prm", "Qwen/Qwen2.5-Math-PRM-7B", "--dataset", str(bench), "--policy", "SC",
+                                   "--n-max", "5", "--max-tokens", "4096", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    llm_calls = [c for c in fake_vllm.CALLS if c[0] == "LLM"]
+    assert [c[2]["runner"] for c in llm_calls] == ["generate", "pooling"]
+    assert sum(c[0] == "generate" for c in fake_vllm.CALLS) == 1  # one wave of 4 x 5
+    pool = read_pool(out / "pool.parquet")
+    assert pool.n_samples.tolist() == [5] * 4
+    # answers are the toy model's \boxed{k}; math-verify grades them against gold "1"
+    assert pool.correct[pool.mask].tolist() == [a == "1" for a in pool.answers[pool.mask]]
+    summary = json.loads((out / "summary.json").read_text())
+    chosen = np.asarray(summary["chosen"])
+    assert summary["accuracy"] == pytest.approx(np.mean(pool.correct[np.arange(4), chosen]))
+    for i in range(4):  # self-consistency keeps an answer with the most votes
+        row = list(pool.answers[i])
+        assert row.count(row[chosen[i]]) == max(row.count(a) for a in row)

@@ -395,3 +395,15 @@ def test_cli_engine_error_and_bad_options(tmp_path):
     res = CliRunner().invoke(_cli(), ["run", "--engine", "openai", "--model", "m", "--dataset", bench,
                                       "--policy", "magic", "--out", str(tmp_path / "o3")])
     assert res.exit_code == 2 and "unknown policy 'magic'" in res.output
+
+
+@pytest.mark.slow
+def test_notebook_04_live_runs():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "04_live.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "identical to the uninterrupted run" in text

@@ -212,7 +212,7 @@ class VLLMPRM:
     ) -> None:
         self._vllm = import_vllm()
         if isinstance(model, str):
-            llm_kwargs.setdefault("trust_remote_code", True)
+            # vLLM implements Qwen2ForProcessRewardModel natively: no remote code needed.
             model = self._vllm.LLM(model=model, runner="pooling", **llm_kwargs)
         self.llm = model
         self.step_token = step_token
