@@ -41,7 +41,7 @@ def test_sampling_over_http(chat):
         eng.close()
     assert [len(o) for o in out] == [r.n for r in reqs]
     by_seed = {b["seed"]: b for _, b, _, _ in srv.log}
-    for r, comps in zip(reqs, out):
+    for r, comps in zip(reqs, out, strict=False):
         body = by_seed[r.seed]
         assert (body["n"], body["temperature"], body["top_p"], body["max_tokens"]) == (r.n, 0.7, 0.95, 4096)
         assert body["return_token_ids"] is True

@@ -64,7 +64,7 @@ def test_sampling_params_chat_template_and_token_counts(fake_vllm):
         (1, 0.7, 0.95, 4096, 12),
     ]
     assert [len(o) for o in out] == [3, 1]
-    for p, comps in zip(prompts, out):
+    for p, comps in zip(prompts, out, strict=False):
         for j, c in enumerate(comps):
             expected = fake_vllm.toy_completion(p, params[0].seed if p == prompts[0] else 12, j)
             assert c.text == expected
@@ -244,7 +244,7 @@ def test_fake_mirrors_real_vllm(fake_vllm, tmp_path):
     python = _real_vllm_python()
     if python is None:
         pytest.skip("no real vLLM: pip install vllm, or set OPTSCALE_VLLM_PYTHON to a venv's python")
-    from optscale_jax.engines.vllm import VLLMEngine, VLLMPRM
+    from optscale_jax.engines.vllm import VLLMPRM, VLLMEngine
 
     eng = VLLMEngine("m", max_tokens=64, tensor_parallel_size=1)
     eng.sample([SampleRequest("q", 2, seed=5)])

@@ -117,7 +117,7 @@ def test_generate_counts_finish_and_determinism(engine):
                          top_p=0.95, top_k=0, max_new_tokens=16, num_return_sequences=2,
                          pad_token_id=tok.pad_token_id)
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    for row, c in zip(ref[:, ids.shape[1]:].tolist(), out[1]):
+    for row, c in zip(ref[:, ids.shape[1]:].tolist(), out[1], strict=False):
         n = row.index(eos) + 1 if eos in row else len(row)
         assert c.tokens == n and c.finish_reason == ("stop" if eos in row else "length")
         assert c.text == tok.decode(row[:n], skip_special_tokens=True)
@@ -158,7 +158,7 @@ def test_prm_matches_direct_forward(tiny):
 
     tok = AutoTokenizer.from_pretrained(tiny[1])
     model = AutoModelForTokenClassification.from_pretrained(tiny[1])
-    for q, c, g in zip(questions, completions, got):
+    for q, c, g in zip(questions, completions, got, strict=False):
         if not g:
             continue
         steps = [s.strip() for s in c.split("\n\n") if s.strip()]

@@ -75,7 +75,7 @@ class ToyPRM:
             raise EngineError("toy PRM: out of memory")
         self.calls += 1
         out = []
-        for q, c in zip(questions, completions):
+        for q, c in zip(questions, completions, strict=False):
             steps = [s for s in c.split("\n\n") if s.strip()]
             bonus = 0.3 if "boxed{1}" in c else 0.0
             out.append([min(1.0, 0.55 + bonus + 0.15 * _u("p", q, s)) for s in steps])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -47,7 +47,15 @@ def make_policy(
         ValueError: For an unknown name.
     """
     from optscale_jax.online import MRThinking
-    from optscale_jax.policies import ASC, DSC, ESC, BestOfN, OptScale, SelfConsistency, WeightedVote
+    from optscale_jax.policies import (
+        ASC,
+        DSC,
+        ESC,
+        BestOfN,
+        OptScale,
+        SelfConsistency,
+        WeightedVote,
+    )
 
     key = name.strip().lower()
     simple = {"bon": BestOfN, "sc": SelfConsistency, "weightedsc": WeightedVote}
@@ -122,7 +130,7 @@ def make_engines(
     """
     sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, system_prompt=system_prompt)
     if engine == "vllm":
-        from optscale_jax.engines.vllm import VLLMEngine, VLLMPRM
+        from optscale_jax.engines.vllm import VLLMPRM, VLLMEngine
 
         kw = dict(tensor_parallel_size=tensor_parallel_size, dtype=dtype)
         return VLLMEngine(model, **sampling, **kw), VLLMPRM(prm, **kw)
@@ -156,19 +164,19 @@ def run_command(
     s_min: float = typer.Option(0.95, "--s-min", help="OptScale target score."),
     quantile: float = typer.Option(0.05, "--quantile", help="OptScale 1 - alpha."),
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot or sequential."),
-    prior: Optional[Path] = typer.Option(None, "--prior", help="OptScaleT prior file (the authors' *_train_mu_sigma.json or an optscale-priors JSON)."),
+    prior: Path | None = typer.Option(None, "--prior", help="OptScaleT prior file (the authors' *_train_mu_sigma.json or an optscale-priors JSON)."),
     prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
-    batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="At most this many new samples per question per wave (default: what the policy wants)."),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first LIMIT questions."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Shared data directory (default $OPTSCALE_DATA or ../shared/data)."),
+    batch: int | None = typer.Option(None, "--batch", "-b", min=1, help="At most this many new samples per question per wave (default: what the policy wants)."),
+    token_budget: int | None = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first LIMIT questions."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Shared data directory (default $OPTSCALE_DATA or ../shared/data)."),
     aggregate: str = typer.Option("mean", "--aggregate", help="Step-score aggregation: mean, last, min, product."),
     seed: int = typer.Option(0, "--seed", help="Run seed (request seeds derive from it)."),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_tokens: int = typer.Option(32768, "--max-tokens", min=1),
     base_url: str = typer.Option("http://localhost:8000", "--base-url", help="Generator server (--engine openai)."),
-    prm_base_url: Optional[str] = typer.Option(None, "--prm-base-url", help="PRM server (default: --base-url)."),
+    prm_base_url: str | None = typer.Option(None, "--prm-base-url", help="PRM server (default: --base-url)."),
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="HTTP requests in flight (--engine openai)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP request."),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries of transient HTTP failures."),

@@ -24,7 +24,7 @@ from .prm import (
     step_probabilities,
 )
 from .transformers import TransformersEngine, TransformersPRM, make_tiny_models
-from .vllm import VLLMEngine, VLLMPRM, import_vllm, step_scores_from_pooling
+from .vllm import VLLMPRM, VLLMEngine, import_vllm, step_scores_from_pooling
 
 __all__ = [
     "AGGREGATIONS",

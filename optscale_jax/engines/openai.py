@@ -22,6 +22,7 @@ Checked against the request/response models of vLLM 0.32.0
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -248,6 +249,7 @@ class OpenAIPRM:
         self.step_token = step_token
         self.system_prompt = system_prompt
         self._step_token_id: int | None = None
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -256,15 +258,16 @@ class OpenAIPRM:
     @property
     def step_token_id(self) -> int:
         """Id of the step token, asked from the server's ``/tokenize`` once."""
-        if self._step_token_id is None:
-            data = self.http.post(
-                "/tokenize", {"model": self.model, "prompt": self.step_token, "add_special_tokens": False}
-            )
-            ids = data.get("tokens")
-            if not isinstance(ids, list) or len(ids) != 1:
-                raise EngineError(f"step token {self.step_token!r} is not one token of {self.model}: {ids}")
-            self._step_token_id = int(ids[0])
-        return self._step_token_id
+        with self._lock:  # scoring threads share one lookup
+            if self._step_token_id is None:
+                data = self.http.post(
+                    "/tokenize", {"model": self.model, "prompt": self.step_token, "add_special_tokens": False}
+                )
+                ids = data.get("tokens")
+                if not isinstance(ids, list) or len(ids) != 1:
+                    raise EngineError(f"step token {self.step_token!r} is not one token of {self.model}: {ids}")
+                self._step_token_id = int(ids[0])
+            return self._step_token_id
 
     def _one(self, item: tuple[str, list[str]]) -> list[float]:
         question, steps = item

@@ -161,7 +161,7 @@ class LLM:
         if len(params) != len(prompts):
             raise ValueError("The lengths of prompts and sampling_params must be the same.")
         outs = []
-        for i, (p, sp) in enumerate(zip(prompts, params)):
+        for i, (p, sp) in enumerate(zip(prompts, params, strict=False)):
             comps = []
             for j in range(sp.n):
                 text = toy_completion(p, sp.seed, j)
@@ -199,7 +199,7 @@ class LLM:
             assistant = p.split("<|im_start|>assistant\n", 1)[-1]
             steps = assistant.split("<extra_0>")[:-1]
             pos = [t for t, tok in enumerate(ids) if tok == SPECIAL["<extra_0>"]]
-            for t, s in zip(pos, steps):
+            for t, s in zip(pos, steps, strict=False):
                 logits[t, 1] = toy_step_logit(s)
             data = logits if not (params.use_activation is None or params.use_activation) else logits.softmax(-1)
             outs.append(PoolingRequestOutput(str(i), PoolingOutput(data), ids, 0, True))
