@@ -48,9 +48,13 @@ from optscale_jax.policies.base import Observed, Policy
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
+    "POOL_FILE",
+    "SAMPLES_FILE",
+    "SUMMARY_FILE",
     "MRThinking",
     "Question",
     "RunResult",
+    "final_answer_text",
     "load_benchmark",
     "read_samples",
     "request_seed",
@@ -61,8 +65,11 @@ __all__ = [
 #: the DeepSeek-R1 model cards for maths.
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
+#: Append-only log of scored samples in a run directory.
 SAMPLES_FILE = "samples.jsonl"
+#: The graded pool written at the end of a run (read by ``optscale replay``).
 POOL_FILE = "pool.parquet"
+#: Run summary (accuracy, tokens, samples per question, savings).
 SUMMARY_FILE = "summary.json"
 _FORMAT = "optscale-live-samples"
 _VERSION = 1
@@ -512,6 +519,8 @@ def run(
         elapsed = time.perf_counter() - t0
     finally:
         if bar is not None:
+            bar.total = bar.n  # adaptive runs stop short of Q * n_max
+            bar.refresh()
             bar.close()
         if own_grader:
             g.close()

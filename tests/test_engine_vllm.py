@@ -300,6 +300,8 @@ def test_live_run_and_cli_over_fake_vllm(fake_vllm, tmp_path):
     assert res.exit_code == 0, res.output
     llm_calls = [c for c in fake_vllm.CALLS if c[0] == "LLM"]
     assert [c[2]["runner"] for c in llm_calls] == ["generate", "pooling"]
+    # two models share the GPU: their memory shares must fit together
+    assert [c[2]["gpu_memory_utilization"] for c in llm_calls] == [0.6, 0.3]
     assert sum(c[0] == "generate" for c in fake_vllm.CALLS) == 1  # one wave of 4 x 5
     pool = read_pool(out / "pool.parquet")
     assert pool.n_samples.tolist() == [5] * 4

@@ -99,7 +99,10 @@ def make_engines(
     max_tokens: int = 32768,
     system_prompt: str | None = None,
     tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.6,
+    prm_gpu_memory_utilization: float = 0.3,
     dtype: str = "auto",
+    api_key: str | None = None,
     concurrency: int = 32,
     timeout: float = 600.0,
     max_retries: int = 5,
@@ -118,7 +121,11 @@ def make_engines(
         max_tokens: Maximum completion tokens.
         system_prompt: Generator system turn (None: none).
         tensor_parallel_size: GPUs per model (``vllm``).
+        gpu_memory_utilization: GPU memory share of the generator (``vllm``; both models
+            share the GPUs, so the two shares must fit together).
+        prm_gpu_memory_utilization: GPU memory share of the PRM (``vllm``).
         dtype: Weights dtype (``vllm``: auto/bfloat16/...; ``transformers``: auto means float32).
+        api_key: Bearer token for the servers (``openai``).
         concurrency: Requests in flight (``openai``).
         timeout: Seconds per request (``openai``).
         max_retries: Retries of transient failures (``openai``).
@@ -133,11 +140,14 @@ def make_engines(
         from optscale_jax.engines.vllm import VLLMPRM, VLLMEngine
 
         kw = dict(tensor_parallel_size=tensor_parallel_size, dtype=dtype)
-        return VLLMEngine(model, **sampling, **kw), VLLMPRM(prm, **kw)
+        return (
+            VLLMEngine(model, **sampling, gpu_memory_utilization=gpu_memory_utilization, **kw),
+            VLLMPRM(prm, gpu_memory_utilization=prm_gpu_memory_utilization, **kw),
+        )
     if engine == "openai":
         from optscale_jax.engines.openai import OpenAIEngine, OpenAIPRM
 
-        http = dict(concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+        http = dict(concurrency=concurrency, timeout=timeout, max_retries=max_retries, api_key=api_key)
         return (
             OpenAIEngine(base_url, model, **sampling, **http),
             OpenAIPRM(prm_base_url or base_url, prm, **http),
@@ -181,6 +191,9 @@ def run_command(
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP request."),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries of transient HTTP failures."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", min=1, help="GPUs per model (--engine vllm)."),
+    gpu_memory_utilization: float = typer.Option(0.6, "--gpu-memory-utilization", help="GPU memory share of the generator (--engine vllm)."),
+    prm_gpu_memory_utilization: float = typer.Option(0.3, "--prm-gpu-memory-utilization", help="GPU memory share of the PRM (--engine vllm)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="OPTSCALE_API_KEY", help="Bearer token for the servers (--engine openai)."),
     dtype: str = typer.Option("auto", "--dtype", help="Weights dtype."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow checkpoint code (transformers PRM)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue a run found in OUT."),
@@ -217,6 +230,8 @@ def run_command(
         eng, scorer = make_engines(
             engine, model, prm, base_url=base_url, prm_base_url=prm_base_url, temperature=temperature,
             top_p=top_p, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization, prm_gpu_memory_utilization=prm_gpu_memory_utilization,
+            api_key=api_key,
             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
             trust_remote_code=trust_remote_code,
         )
