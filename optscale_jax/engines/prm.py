@@ -15,10 +15,12 @@ The format is the one of the Qwen2.5-Math-PRM model card (Zhang et al. 2025,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from optscale_jax.pool import AGGREGATIONS
+from optscale_jax.pool import aggregate_step_scores as _aggregate
 
 __all__ = [
     "AGGREGATIONS",
@@ -34,8 +36,6 @@ __all__ = [
 STEP_TOKEN = "<extra_0>"
 #: System prompt of the Qwen2.5-Math-PRM model card.
 PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-#: Names accepted by :func:`aggregate_step_scores`.
-AGGREGATIONS = ("mean", "last", "min", "product")
 
 
 def split_steps(completion: str) -> list[str]:
@@ -109,7 +109,10 @@ def step_probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def aggregate_step_scores(step_scores: Sequence[float], how: str = "mean") -> float:
-    """Aggregate per-step PRM scores into one score in [0, 1].
+    """Aggregate per-step PRM scores into one score in [0, 1], after checking them.
+
+    The rule is :func:`optscale_jax.pool.aggregate_step_scores` (shared with the pool
+    readers); this wrapper rejects NaN and out-of-range scores from a backend.
 
     Args:
         step_scores: Probabilities of each step.
@@ -129,16 +132,8 @@ def aggregate_step_scores(step_scores: Sequence[float], how: str = "mean") -> fl
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
     s = np.asarray(list(step_scores), dtype=np.float64)
-    if s.size == 0:
-        return 0.0
     bad = ~((s >= 0.0) & (s <= 1.0))
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"step score {i} is {float(s[i])!r}, outside [0, 1]")
-    if how == "mean":
-        return float(s.mean())
-    if how == "last":
-        return float(s[-1])
-    if how == "min":
-        return float(s.min())
-    return float(math.prod(s.tolist()))
+    return _aggregate(s, how)  # the pool readers' rule, so live and read pools agree
