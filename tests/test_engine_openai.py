@@ -190,3 +190,17 @@ def test_requests_and_fake_responses_match_real_vllm_models(tmp_path):
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("REPORT")), None)
     assert line is not None, res.stderr[-3000:]
     assert json.loads(line[len("REPORT"):]) == []
+
+
+def test_reasoning_field_is_kept():
+    class Reasoning(fake.FakeVLLMServer):
+        def _completion(self, body, chat):
+            out = super()._completion(body, chat)
+            for c in out["choices"]:
+                c["message"]["reasoning"] = "thinking..."
+            return out
+
+    with Reasoning() as srv:
+        (comps,) = OpenAIEngine(srv.url, "m", **FAST).sample([SampleRequest("q", 1, seed=3)])
+    expected = fake.toy_completion(fake.chatml([{"role": "user", "content": "q"}], True), 3, 0)
+    assert comps[0].text == "thinking...\n\n" + expected

@@ -198,8 +198,11 @@ class OpenAIEngine:
             out = []
             for c in choices:
                 text = c["text"] if not self.chat else (c["message"].get("content") or "")
-                if self.chat and c["message"].get("reasoning"):
-                    text = c["message"]["reasoning"] + "\n\n" + text  # server split off the thinking
+                # a server with a reasoning parser splits the thinking off ("reasoning" in
+                # vLLM 0.32, "reasoning_content" before): keep the whole completion
+                thinking = self.chat and (c["message"].get("reasoning") or c["message"].get("reasoning_content"))
+                if thinking:
+                    text = f"{thinking}\n\n{text}"
                 if c.get("token_ids") is not None:
                     tokens = len(c["token_ids"])
                 elif len(choices) == 1 and "completion_tokens" in usage:
