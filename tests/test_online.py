@@ -277,7 +277,7 @@ _KILLED = textwrap.dedent(
 
     class Slow(ToyEngine):
         def sample(self, requests):
-            time.sleep(0.3)
+            time.sleep(0.5)
             return super().sample(requests)
 
     with Grader(workers=0) as g:
