@@ -32,6 +32,7 @@ is the paper's schedule (lr 1e-5, 30 epochs, clipping 0.1, batch 16).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -490,6 +491,12 @@ def train(
 # ---------------------------------------------------------------- prediction
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, params, x, mask):
+    # graphdef is static and hashable: one compile per head structure and input shape
+    return nnx.merge(graphdef, params)(x, mask)
+
+
 def predict(
     head: PriorHead, features: Features, *, batch_size: int = 256, pad_multiple: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -505,18 +512,13 @@ def predict(
         Two float64 arrays ``(Q,)``.
     """
     graphdef, params = nnx.split(head)
-
-    @jax.jit
-    def run(params, x, mask):
-        return nnx.merge(graphdef, params)(x, mask)
-
     q = _n_rows(features)
     bs = max(1, min(batch_size, q))
     locs, scales = [], []
     for s in range(0, q, bs):
         idx = np.arange(s, min(s + bs, q))
         x, mask, _, _ = _batch(features, idx, bs, pad_multiple)
-        loc, scale = run(params, x, mask)
+        loc, scale = _apply(graphdef, params, x, mask)
         locs.append(np.asarray(loc, float)[: len(idx)])
         scales.append(np.asarray(scale, float)[: len(idx)])
     return np.concatenate(locs), np.concatenate(scales)
