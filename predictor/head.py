@@ -80,7 +80,9 @@ class MLP(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if len(hidden) != len(dropout):
-            raise ValueError(f"hidden {tuple(hidden)} and dropout {tuple(dropout)} differ in length")
+            raise ValueError(
+                f"hidden {tuple(hidden)} and dropout {tuple(dropout)} differ in length"
+            )
         widths = [in_features, *hidden]
         self.layers = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
@@ -98,7 +100,11 @@ class MLP(nnx.Module):
     def __call__(self, x: ArrayLike, *, key: jax.Array | None = None) -> jax.Array:
         """Map ``(B, in_features)`` to ``(B,)``; dropout only when ``key`` is given."""
         x = jnp.asarray(x)
-        keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
+        keys = (
+            [None] * len(self.layers)
+            if key is None
+            else list(jax.random.split(key, len(self.layers)))
+        )
         for layer, drop, k in zip(self.layers, self.drops, keys, strict=True):
             x = jax.nn.gelu(layer(x))
             if k is not None:

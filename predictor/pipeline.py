@@ -52,7 +52,11 @@ def featurize(
 
 def pooled(features: Features) -> np.ndarray:
     """Mean-pooled ``(Q, d)`` version of any features (for the ridge baseline)."""
-    return features.mean_pooled() if isinstance(features, TokenStates) else np.asarray(features, np.float32)
+    return (
+        features.mean_pooled()
+        if isinstance(features, TokenStates)
+        else np.asarray(features, np.float32)
+    )
 
 
 def compare_baselines(
@@ -78,7 +82,9 @@ def compare_baselines(
     """
     out = {
         "training mean": metrics(val.labels, train_mean(train.labels, len(val))),
-        "per-level mean": metrics(val.labels, GroupMean.fit(train.levels, train.labels).predict(val.levels)),
+        "per-level mean": metrics(
+            val.labels, GroupMean.fit(train.levels, train.labels).predict(val.levels)
+        ),
     }
     ridge = Ridge.fit(pooled(train_features), train.labels)
     out["ridge (pooled features)"] = {

@@ -88,11 +88,18 @@ def write_priors(
         "loc_sigma": loc_sigma,
         "scale_sigma": scale_sigma,
     }
-    out: dict = {"format": FORMAT, "version": VERSION, "space": "truncnorm_params", "question_ids": ids}
+    out: dict = {
+        "format": FORMAT,
+        "version": VERSION,
+        "space": "truncnorm_params",
+        "question_ids": ids,
+    }
     for name, v in cols.items():
         a = np.broadcast_to(np.asarray(v, float), (q,))
         if not np.isfinite(a).all():
-            raise ValueError(f"{name} has a non-finite value at index {int(np.flatnonzero(~np.isfinite(a))[0])}")
+            raise ValueError(
+                f"{name} has a non-finite value at index {int(np.flatnonzero(~np.isfinite(a))[0])}"
+            )
         if name != "loc_mu" and (a <= 0).any():
             raise ValueError(f"{name} must be > 0 (index {int(np.flatnonzero(a <= 0)[0])})")
         out[name] = a.tolist()
@@ -133,7 +140,9 @@ def load_priors(path: str | os.PathLike, question_ids: Sequence[str] | None = No
     else:
         missing = [q for q in question_ids if q not in pos]
         if missing:
-            raise KeyError(f"{path} has no prior for question {missing[0]!r} ({len(missing)} missing)")
+            raise KeyError(
+                f"{path} has no prior for question {missing[0]!r} ({len(missing)} missing)"
+            )
         index = np.array([pos[q] for q in question_ids], dtype=np.int64)
     return PriorArrays(*(np.asarray(data[c], float)[index] for c in COLUMNS))
 
@@ -160,7 +169,12 @@ def read_official_priors(
     rows = np.asarray(json.loads(Path(path).read_text()), float)
     if rows.ndim != 2 or rows.shape != (len(question_ids), 2):
         raise ValueError(f"{path}: shape {rows.shape}, expected ({len(question_ids)}, 2)")
-    if not np.isfinite(rows).all() or (rows[:, 1] <= 0).any() or not math.isfinite(width) or width <= 0:
+    if (
+        not np.isfinite(rows).all()
+        or (rows[:, 1] <= 0).any()
+        or not math.isfinite(width)
+        or width <= 0
+    ):
         raise ValueError(f"{path}: non-finite or non-positive prior values")
     w = np.full(len(question_ids), float(width))
     return PriorArrays(rows[:, 0].copy(), w, rows[:, 1].copy(), w.copy())

@@ -114,7 +114,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.objective not in ("regression", "score_model"):
-            raise ValueError(f"objective must be 'regression' or 'score_model', got {self.objective!r}")
+            raise ValueError(
+                f"objective must be 'regression' or 'score_model', got {self.objective!r}"
+            )
         if not (self.learning_rate > 0 and self.epochs >= 1 and self.batch_size >= 1):
             raise ValueError("learning_rate must be > 0, epochs and batch_size >= 1")
         if not 0 <= self.holdout_fraction < 1:
@@ -125,12 +127,16 @@ class TrainConfig:
     @classmethod
     def paper(cls, **overrides) -> TrainConfig:
         """The paper's schedule: lr 1e-5, 30 epochs, weight decay 0.01, clipping 0.1."""
-        base = dict(learning_rate=1e-5, epochs=30, batch_size=16, clip_norm=0.1, warmup_fraction=0.0)
+        base = dict(
+            learning_rate=1e-5, epochs=30, batch_size=16, clip_norm=0.1, warmup_fraction=0.0
+        )
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -254,7 +260,9 @@ def score_quantiles(loc: ArrayLike, scale: ArrayLike, k: int) -> np.ndarray:
 
     q = (np.arange(k) + 0.5) / k
     with jax.enable_x64(True):
-        dist = TruncatedNormal01(jnp.asarray(loc, jnp.float64)[:, None], jnp.asarray(scale, jnp.float64)[:, None])
+        dist = TruncatedNormal01(
+            jnp.asarray(loc, jnp.float64)[:, None], jnp.asarray(scale, jnp.float64)[:, None]
+        )
         x = dist.icdf(jnp.asarray(q)[None, :])
     return np.clip(np.asarray(x, float), 0.0, 1.0)
 
@@ -308,7 +316,9 @@ _LOSSES: dict[str, Callable] = {"regression": _regression_loss, "score_model": _
 # ---------------------------------------------------------------- training
 
 
-def build_head(in_features: int, config: TrainConfig, *, loc_init: float, scale_init: float) -> PriorHead:
+def build_head(
+    in_features: int, config: TrainConfig, *, loc_init: float, scale_init: float
+) -> PriorHead:
     """The head :func:`train` starts from (also used to restore checkpoints)."""
     return PriorHead(
         in_features,
@@ -457,7 +467,9 @@ def train(
             for s in range(0, len(hold_ok), bs):
                 idx = hold_ok[s : s + bs]
                 x, mask, w, full = _batch(features, idx, bs, config.pad_multiple)
-                hl += float(eval_loss(params, x, mask, jnp.asarray(target[full], jnp.float32), w)) * len(idx)
+                hl += float(
+                    eval_loss(params, x, mask, jnp.asarray(target[full], jnp.float32), w)
+                ) * len(idx)
                 hn += len(idx)
             row["holdout_loss"] = hl / hn
         history.append(row)
@@ -473,14 +485,36 @@ def train(
     head = nnx.merge(graphdef, params)
     result = TrainResult(head, config, history, {}, hold, label_stats)
     if len(hold):
-        pm = predict_moments(head, features.subset(hold) if isinstance(features, TokenStates) else np.asarray(features)[hold], config.objective, pad_multiple=config.pad_multiple)
-        history[-1].update({f"holdout_{k}": v for k, v in metrics(np.stack([mean[hold], std[hold]], 1), pm).items()})
+        pm = predict_moments(
+            head,
+            features.subset(hold)
+            if isinstance(features, TokenStates)
+            else np.asarray(features)[hold],
+            config.objective,
+            pad_multiple=config.pad_multiple,
+        )
+        history[-1].update(
+            {
+                f"holdout_{k}": v
+                for k, v in metrics(np.stack([mean[hold], std[hold]], 1), pm).items()
+            }
+        )
     if not fit_widths:
         return result
     width_rows = hold if len(hold) else fit_rows
-    sub = features.subset(width_rows) if isinstance(features, TokenStates) else np.asarray(features)[width_rows]
+    sub = (
+        features.subset(width_rows)
+        if isinstance(features, TokenStates)
+        else np.asarray(features)[width_rows]
+    )
     result.widths = fit_prior_widths(
-        *predict_params(head, sub, config.objective, shrink=config.feasible_shrink, pad_multiple=config.pad_multiple),
+        *predict_params(
+            head,
+            sub,
+            config.objective,
+            shrink=config.feasible_shrink,
+            pad_multiple=config.pad_multiple,
+        ),
         mean[width_rows],
         std[width_rows],
         shrink=config.feasible_shrink,
@@ -524,7 +558,9 @@ def predict(
     return np.concatenate(locs), np.concatenate(scales)
 
 
-def predict_moments(head: PriorHead, features: Features, objective: Objective, **kwargs) -> np.ndarray:
+def predict_moments(
+    head: PriorHead, features: Features, objective: Objective, **kwargs
+) -> np.ndarray:
     """Predicted score ``[mean, std]`` per row, ``(Q, 2)``, whatever the objective.
 
     ``"regression"`` heads predict moments directly; ``"score_model"`` heads
@@ -553,7 +589,9 @@ def predict_params(
     loc, scale = predict(head, features, **kwargs)
     if objective == "score_model":
         return loc, scale
-    p_loc, p_scale, ok = label_params(np.clip(loc, 1e-6, 1 - 1e-6), np.maximum(scale, 1e-6), shrink=shrink)
+    p_loc, p_scale, ok = label_params(
+        np.clip(loc, 1e-6, 1 - 1e-6), np.maximum(scale, 1e-6), shrink=shrink
+    )
     return np.where(ok, p_loc, loc), np.where(ok, p_scale, scale)
 
 

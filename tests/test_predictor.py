@@ -66,7 +66,9 @@ def test_token_states_match_unpadded_single_text_forward(tiny_dir, tmp_path):
         with torch.no_grad():
             ref = model(**enc).last_hidden_state[0].numpy()
         assert s.shape == ref.shape  # padding removed, truncation at max_length
-        np.testing.assert_allclose(s.astype(np.float32), ref, rtol=2e-2, atol=2e-2)  # stored as float16
+        np.testing.assert_allclose(
+            s.astype(np.float32), ref, rtol=2e-2, atol=2e-2
+        )  # stored as float16
     assert states.lengths[-1] == 16
     hidden, mask = states.padded([0, 4])
     assert hidden.shape == (2, 16, 16) and mask.sum(1).tolist() == [states.lengths[0], 16]
@@ -131,8 +133,15 @@ def test_tiny_backbone_end_to_end(tiny_dir, tmp_path):
     bb = Backbone.from_pretrained(tiny_dir, max_length=32)
     feats = featurize(bb, texts, pooling="attention", cache_dir=tmp_path / "cache")
     assert isinstance(feats, TokenStates)
-    cfg = TrainConfig(epochs=15, hidden=(32,), dropout=(0.1,), batch_size=16, pad_multiple=16,
-                      learning_rate=3e-3, holdout_fraction=0.25)
+    cfg = TrainConfig(
+        epochs=15,
+        hidden=(32,),
+        dropout=(0.1,),
+        batch_size=16,
+        pad_multiple=16,
+        learning_rate=3e-3,
+        holdout_fraction=0.25,
+    )
     res = train(feats, mean, std, cfg, fit_widths=False)
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert len(res.holdout_index) == 12 and "holdout_mae_mean" in res.history[-1]
@@ -156,8 +165,16 @@ def test_score_model_objective_recovers_label_parameters():
     x = np.repeat(np.eye(2, dtype=np.float32), 32, axis=0)
     mean = np.where(x[:, 0] > 0, 0.9, 0.7)
     std = np.where(x[:, 0] > 0, 0.05, 0.12)
-    cfg = TrainConfig(objective="score_model", epochs=150, hidden=(16,), dropout=(0.0,),
-                      batch_size=64, learning_rate=1e-2, holdout_fraction=0.0, n_quantiles=64)
+    cfg = TrainConfig(
+        objective="score_model",
+        epochs=150,
+        hidden=(16,),
+        dropout=(0.0,),
+        batch_size=64,
+        learning_rate=1e-2,
+        holdout_fraction=0.0,
+        n_quantiles=64,
+    )
     res = train(x, mean, std, cfg)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0]
@@ -167,8 +184,9 @@ def test_score_model_objective_recovers_label_parameters():
     np.testing.assert_allclose(loc, ref_loc, rtol=0.03)
     np.testing.assert_allclose(scale, ref_scale, rtol=0.05)
     # and their moments are the labels
-    np.testing.assert_allclose(predict_moments(res.head, x[[0, -1]], "score_model"),
-                               [[0.9, 0.05], [0.7, 0.12]], rtol=0.03)
+    np.testing.assert_allclose(
+        predict_moments(res.head, x[[0, -1]], "score_model"), [[0.9, 0.05], [0.7, 0.12]], rtol=0.03
+    )
     # fitted widths: residuals are ~0 on this noiseless problem
     assert res.widths["scale_mu"] < 0.05 and res.widths["n"] == 64
 
@@ -183,24 +201,57 @@ def test_cli_train_and_predict(tiny_dir, tmp_path):
     data.mkdir(parents=True)
     for split, n, seed in (("train", 40, 0), ("val", 12, 1)):
         texts, mean, std = _synthetic_questions(n, seed)
-        qs = [{"problem": t, "unique_id": f"{split}/{i}.json", "level": 1 + i % 5, "subject": "Algebra"}
-              for i, t in enumerate(texts)]
+        qs = [
+            {
+                "problem": t,
+                "unique_id": f"{split}/{i}.json",
+                "level": 1 + i % 5,
+                "subject": "Algebra",
+            }
+            for i, t in enumerate(texts)
+        ]
         (data / f"{split}_data.json").write_text(json.dumps(qs))
         (data / f"{split}_mu_sigma.json").write_text(json.dumps(np.stack([mean, std], 1).tolist()))
     runner = CliRunner()
     common = ["--backbone", str(tiny_dir), "--cache-dir", str(tmp_path / "cache")]
-    r = runner.invoke(app, ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "ck"),
-                            "--epochs", "3", "--max-length", "32", "--priors-out", str(tmp_path / "p.json"),
-                            *common])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "ck"),
+            "--epochs",
+            "3",
+            "--max-length",
+            "32",
+            "--priors-out",
+            str(tmp_path / "p.json"),
+            *common,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "per-level mean" in r.output and "ridge" in r.output and "prior widths" in r.output
     val_ids = [f"val/{i}.json" for i in range(12)]
     p = load_priors(tmp_path / "p.json", val_ids)
     assert (p.scale_mu > 0).all() and (p.loc_sigma > 0).all()
     qfile = tmp_path / "questions.json"
-    qfile.write_text(json.dumps([{"problem": "What is 2+2?", "unique_id": "x"}, {"question": "Sum?", "id": "y"}]))
-    r = runner.invoke(app, ["predict", str(tmp_path / "ck"), "--questions", str(qfile),
-                            "--out", str(tmp_path / "p2.json"), *common])
+    qfile.write_text(
+        json.dumps([{"problem": "What is 2+2?", "unique_id": "x"}, {"question": "Sum?", "id": "y"}])
+    )
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "ck"),
+            "--questions",
+            str(qfile),
+            "--out",
+            str(tmp_path / "p2.json"),
+            *common,
+        ],
+    )
     assert r.exit_code == 0, r.output
     p2 = load_priors(tmp_path / "p2.json", ["y", "x"])
     assert p2.loc_mu.shape == (2,) and np.isfinite(p2.loc_mu).all()
@@ -219,7 +270,11 @@ def test_real_data_and_baselines(shared_data):
     m0 = metrics(va.labels, train_mean(tr.labels, len(va)))
     m1 = metrics(va.labels, GroupMean.fit(tr.levels, tr.labels).predict(va.levels))
     # the figures quoted in shared/data/README.md
-    assert m0["mae_mean"] == pytest.approx(0.041, abs=5e-4) and m0["mae_std"] == pytest.approx(0.027, abs=5e-4)
-    assert m1["mae_mean"] == pytest.approx(0.040, abs=5e-4) and m1["r2_mean"] == pytest.approx(0.04, abs=5e-3)
+    assert m0["mae_mean"] == pytest.approx(0.041, abs=5e-4) and m0["mae_std"] == pytest.approx(
+        0.027, abs=5e-4
+    )
+    assert m1["mae_mean"] == pytest.approx(0.040, abs=5e-4) and m1["r2_mean"] == pytest.approx(
+        0.04, abs=5e-3
+    )
     with pytest.raises(ValueError, match="split"):
         load_split("test", shared_data)

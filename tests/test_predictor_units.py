@@ -40,7 +40,9 @@ def test_head_shapes_and_positive_scale_for_tokens_and_pooled():
 
 
 def test_untrained_head_predicts_its_initial_values():
-    head = PriorHead(6, hidden=(4,), dropout=(0.0,), loc_init=0.93, scale_init=0.07, rngs=nnx.Rngs(3))
+    head = PriorHead(
+        6, hidden=(4,), dropout=(0.0,), loc_init=0.93, scale_init=0.07, rngs=nnx.Rngs(3)
+    )
     loc, scale = head(np.random.default_rng(0).normal(size=(4, 6)))
     np.testing.assert_allclose(loc, 0.93, rtol=1e-6)
     np.testing.assert_allclose(scale, 0.07, rtol=1e-5)
@@ -107,7 +109,9 @@ def _toy(n=240, d=12, seed=0):
 
 def test_training_lowers_the_loss_and_beats_the_mean_on_a_toy_problem():
     x, mean, std = _toy()
-    cfg = TrainConfig(epochs=30, hidden=(32, 16), dropout=(0.0, 0.0), batch_size=32, holdout_fraction=0.0)
+    cfg = TrainConfig(
+        epochs=30, hidden=(32, 16), dropout=(0.0, 0.0), batch_size=32, holdout_fraction=0.0
+    )
     res = train(x, mean, std, cfg, fit_widths=False)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < 0.5 * losses[0]
@@ -118,8 +122,15 @@ def test_training_lowers_the_loss_and_beats_the_mean_on_a_toy_problem():
 
 def test_one_step_lowers_the_loss_on_its_batch():
     x, mean, std = _toy(n=32)
-    cfg = TrainConfig(epochs=1, batch_size=32, hidden=(16,), dropout=(0.0,), holdout_fraction=0.0,
-                      warmup_fraction=0.0, learning_rate=1e-2)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=32,
+        hidden=(16,),
+        dropout=(0.0,),
+        holdout_fraction=0.0,
+        warmup_fraction=0.0,
+        learning_rate=1e-2,
+    )
     res = train(x, mean, std, cfg, fit_widths=False)
     # loss after the single step, recomputed without dropout
     loc, scale = predict(res.head, x)
@@ -134,7 +145,16 @@ def test_training_is_deterministic_and_seeded():
     a = predict(train(x, mean, std, cfg, fit_widths=False).head, x)
     b = predict(train(x, mean, std, cfg, fit_widths=False).head, x)
     np.testing.assert_array_equal(a[0], b[0])
-    c = predict(train(x, mean, std, TrainConfig(**{**cfg.to_dict(), "seed": 1, "hidden": (16,), "dropout": (0.2,)}), fit_widths=False).head, x)
+    c = predict(
+        train(
+            x,
+            mean,
+            std,
+            TrainConfig(**{**cfg.to_dict(), "seed": 1, "hidden": (16,), "dropout": (0.2,)}),
+            fit_widths=False,
+        ).head,
+        x,
+    )
     assert not np.allclose(a[0], c[0])
 
 
@@ -144,7 +164,9 @@ def test_attention_training_on_ragged_token_states():
     states = [rng.normal(size=(n, 6)).astype(np.float16) for n in lengths]
     mean = 0.9 - 0.01 * lengths / 20
     std = 0.05 + 0.01 * rng.random(80)
-    cfg = TrainConfig(epochs=4, hidden=(8,), dropout=(0.1,), batch_size=16, pad_multiple=8, holdout_fraction=0.0)
+    cfg = TrainConfig(
+        epochs=4, hidden=(8,), dropout=(0.1,), batch_size=16, pad_multiple=8, holdout_fraction=0.0
+    )
     res = train(TokenStates(states), mean, std, cfg, fit_widths=False)
     assert np.isfinite([h["loss"] for h in res.history]).all()
     loc, scale = predict(res.head, TokenStates(states), batch_size=7, pad_multiple=8)
@@ -165,7 +187,12 @@ def test_train_rejects_bad_labels_and_configs():
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"lr": 1.0})
     paper = TrainConfig.paper()
-    assert (paper.learning_rate, paper.epochs, paper.weight_decay, paper.clip_norm) == (1e-5, 30, 0.01, 0.1)
+    assert (paper.learning_rate, paper.epochs, paper.weight_decay, paper.clip_norm) == (
+        1e-5,
+        30,
+        0.01,
+        0.1,
+    )
     assert TrainConfig.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
 
 
@@ -239,7 +266,9 @@ def test_ridge_matches_the_normal_equations_and_brute_force_loo():
             yk = y[keep]
             xk = xs[keep]
             xm = xk.mean(0)
-            b = np.linalg.solve((xk - xm).T @ (xk - xm) + a * np.eye(5), (xk - xm).T @ (yk - yk.mean(0)))
+            b = np.linalg.solve(
+                (xk - xm).T @ (xk - xm) + a * np.eye(5), (xk - xm).T @ (yk - yk.mean(0))
+            )
             errs.append((y[i] - (yk.mean(0) + (xs[i] - xm) @ b)) ** 2)
         assert loo == pytest.approx(np.mean(errs, 0).sum(), rel=0.05)
     assert model.alpha == alphas[int(np.argmin(model.loo_mse))]
@@ -250,10 +279,14 @@ def test_ridge_matches_the_normal_equations_and_brute_force_loo():
 
 def test_checkpoint_round_trip(tmp_path):
     x, mean, std = _toy(n=64)
-    cfg = TrainConfig(epochs=2, hidden=(16, 8), dropout=(0.1, 0.1), batch_size=16, holdout_fraction=0.0)
+    cfg = TrainConfig(
+        epochs=2, hidden=(16, 8), dropout=(0.1, 0.1), batch_size=16, holdout_fraction=0.0
+    )
     res = train(x, mean, std, cfg, fit_widths=False)
     res.widths = {"scale_mu": 0.2, "scale_sigma": 0.05}
-    save_checkpoint(tmp_path / "ck", res, backbone={"key": "abc"}, metrics={"head": {"mae_mean": 0.1}})
+    save_checkpoint(
+        tmp_path / "ck", res, backbone={"key": "abc"}, metrics={"head": {"mae_mean": 0.1}}
+    )
     ck = load_checkpoint(tmp_path / "ck")
     assert ck.config == cfg and ck.widths == res.widths and ck.backbone == {"key": "abc"}
     np.testing.assert_array_equal(predict(ck.head, x)[0], predict(res.head, x)[0])
@@ -264,7 +297,13 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a predictor checkpoint"):
         load_checkpoint(tmp_path)
     x, mean, std = _toy(n=32)
-    res = train(x, mean, std, TrainConfig(epochs=1, hidden=(8,), dropout=(0.0,), holdout_fraction=0.0), fit_widths=False)
+    res = train(
+        x,
+        mean,
+        std,
+        TrainConfig(epochs=1, hidden=(8,), dropout=(0.0,), holdout_fraction=0.0),
+        fit_widths=False,
+    )
     save_checkpoint(tmp_path / "ck", res)
     manifest = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     manifest["in_features"] = 13
@@ -279,8 +318,15 @@ def test_checkpoint_errors(tmp_path):
 
 def test_priors_file_round_trip_aligned_to_ids(tmp_path):
     ids = ["a", "b", "c"]
-    path = write_priors(tmp_path / "p.json", ids, loc_mu=[1.0, 2.0, 3.0], loc_sigma=[0.1, 0.2, 0.3],
-                        scale_mu=0.5, scale_sigma=[0.01, 0.02, 0.03], meta={"x": 1})
+    path = write_priors(
+        tmp_path / "p.json",
+        ids,
+        loc_mu=[1.0, 2.0, 3.0],
+        loc_sigma=[0.1, 0.2, 0.3],
+        scale_mu=0.5,
+        scale_sigma=[0.01, 0.02, 0.03],
+        meta={"x": 1},
+    )
     got = load_priors(path, ["c", "a"])
     np.testing.assert_array_equal(got.loc_mu, [3.0, 1.0])
     np.testing.assert_array_equal(got.scale_mu, [0.5, 0.5])
