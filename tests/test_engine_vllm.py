@@ -181,6 +181,7 @@ _COMPARE = textwrap.dedent(
         "LLM.__init__": (vllm.LLM.__init__, fake.LLM.__init__),
         "LLM.generate": (vllm.LLM.generate, fake.LLM.generate),
         "LLM.encode": (vllm.LLM.encode, fake.LLM.encode),
+        "LLM.get_tokenizer": (vllm.LLM.get_tokenizer, fake.LLM.get_tokenizer),
         "RequestOutput": (vllm.outputs.RequestOutput.__init__, fo.RequestOutput.__init__),
         "PoolingRequestOutput": (vllm.outputs.PoolingRequestOutput.__init__, fo.PoolingRequestOutput.__init__),
         "SamplingParams": (vllm.SamplingParams, fake.SamplingParams),
