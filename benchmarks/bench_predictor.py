@@ -9,6 +9,16 @@
 
 Run:  python benchmarks/bench_predictor.py [--questions 128] [--batch-size 32]
 Writes benchmarks/results/bench_predictor.json.
+
+With ``--effect PRIORS.json`` (a priors file for the 500 MATH-500 questions, e.g. from
+``optscale predictor train --priors-out``) it also replays OptScale⁰ and OptScaleᵗ with
+those priors, with the official predictor's priors and with a constant population prior
+on a *label-conditioned synthetic pool* and writes ``bench_predictor_effect.json``. No
+real 64-sample MATH-500 pool is available, so the pool is built from the synthetic twin
+of MATH-500: rows are matched to the MATH-500 questions by difficulty rank (twin mean
+score vs. real label mean) and each row's scores are mapped, rank for rank, onto a Beta
+distribution with that question's *real* PRM score mean and std. Correctness, answers
+and tokens stay the twin's. The pool is synthetic and every output says so.
 """
 
 from __future__ import annotations
@@ -59,6 +69,133 @@ def _timed(fn, repeat: int = 3) -> float:
     return best
 
 
+def label_conditioned_pool(seed: int = 0, n_samples: int = 64):
+    """The synthetic MATH-500 twin with each row's scores moved onto a real question's label.
+
+    Returns:
+        ``(pool, val_split)``: the pool's row ``i`` is MATH-500 validation question ``i``.
+    """
+    import dataclasses
+
+    from scipy import stats
+
+    from optscale_jax.synthetic import synthetic_pool
+
+    val = load_split("val", default_data_dir())
+    twin = synthetic_pool("math500", n_samples=n_samples, seed=seed, n_questions=len(val))
+    rows = np.empty(len(val), np.int64)
+    rows[np.argsort(val.mean, kind="stable")] = np.argsort(twin.scores.mean(1), kind="stable")
+    pool = twin.subset(rows)
+    m = val.mean[:, None]
+    sd = np.minimum(val.std, 0.99 * np.sqrt(val.mean * (1 - val.mean)))[:, None]
+    common = m * (1 - m) / sd**2 - 1
+    ranks = np.argsort(np.argsort(pool.scores, axis=1, kind="stable"), axis=1)
+    u = (ranks + 0.5) / pool.scores.shape[1]
+    scores = np.clip(stats.beta.ppf(u, m * common, (1 - m) * common), 0.0, 1.0)
+    pool = dataclasses.replace(
+        pool,
+        scores=np.where(pool.mask, scores, 0.0),
+        question_ids=list(val.ids),
+        dataset="math500 (label-conditioned synthetic)",
+    )
+    return pool, val
+
+
+def _tokens_at_accuracy(records: list[dict], targets: np.ndarray) -> list[float | None]:
+    """Fewest mean tokens among configurations reaching each accuracy target."""
+    out = []
+    for a in targets:
+        ok = [r["mean_tokens"] for r in records if r["accuracy"] >= a - 1e-12]
+        out.append(min(ok) if ok else None)
+    return out
+
+
+def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None = None) -> dict:
+    """Replay OptScale⁰ / OptScaleᵗ with several priors on the label-conditioned pool."""
+    from optscale_jax.model import GaussianPrior
+    from optscale_jax.replay import POPULATION_PRIOR_CENTRES, sweep
+    from predictor.priors import load_priors, read_official_priors
+
+    pool, val = label_conditioned_pool(seed)
+    data = default_data_dir()
+    bench = json.loads((data / "benchmarks" / "math500.json").read_text())
+    official = read_official_priors(
+        data / "reference" / "official" / "MATH500_train_mu_sigma.json",
+        [q["unique_id"] for q in bench],
+    )
+    pos = {q["unique_id"]: i for i, q in enumerate(bench)}
+    idx = np.array([pos[i] for i in val.ids])
+    ours = load_priors(priors_path, val.ids)
+    q = len(val)
+    priors = {
+        "ours (fitted widths)": GaussianPrior(*ours),
+        "ours (widths 0.1)": GaussianPrior(
+            ours.loc_mu, np.full(q, 0.1), ours.loc_sigma, np.full(q, 0.1)
+        ),
+        "official predictor (widths 0.1)": GaussianPrior(*(a[idx] for a in official)),
+        "population constant (widths 0.1)": GaussianPrior(
+            np.full(q, POPULATION_PRIOR_CENTRES[0]),
+            np.full(q, 0.1),
+            np.full(q, POPULATION_PRIOR_CENTRES[1]),
+            np.full(q, 0.1),
+        ),
+    }
+    results, all_records = {}, {}
+    t0 = time.perf_counter()
+    for k, (name, prior) in enumerate(priors.items()):
+        methods = ("OptScale0", "OptScaleT") if k == 0 else ("OptScaleT",)
+        res = sweep(pool, methods=methods, prior=prior, n_boot=0, seed=seed)
+        if k == 0:
+            all_records["OptScale0 (MLE)"] = res.select(method="OptScale0")
+        all_records[f"OptScaleT: {name}"] = res.select(method="OptScaleT")
+    accs = sorted({round(r["accuracy"], 3) for recs in all_records.values() for r in recs})
+    targets = np.array([a for a in np.round(np.linspace(0.90, 0.95, 11), 3) if a <= max(accs)])
+    for name, recs in all_records.items():
+        best = {
+            n: max(
+                (r for r in recs if r["n_max"] == n),
+                key=lambda r: (r["accuracy"], -r["mean_tokens"]),
+            )
+            for n in (8, 16, 32, 64)
+        }
+        results[name] = {
+            "tokens_at_accuracy": dict(
+                zip([f"{t:.3f}" for t in targets], _tokens_at_accuracy(recs, targets), strict=True)
+            ),
+            "table1_pick": {
+                str(n): {
+                    k2: b[k2]
+                    for k2 in ("accuracy", "mean_tokens", "mean_samples", "s_min", "quantile")
+                }
+                for n, b in best.items()
+            },
+        }
+    result = {
+        "experiment": "OptScaleT priors vs official priors vs OptScale0, tokens at equal accuracy",
+        "pool": pool.dataset,
+        "synthetic": True,
+        "pool_note": "synthetic twin rows matched to MATH-500 by difficulty rank, scores mapped onto a Beta with each question's real PRM mean/std",
+        "priors_file": str(priors_path),
+        "seconds": time.perf_counter() - t0,
+        "results": results,
+    }
+    print(
+        f"\n{pool.dataset}: fewest mean tokens per question reaching each accuracy (one-shot, official grid)"
+    )
+    print(f"{'accuracy':>10s} " + " ".join(f"{n[:28]:>28s}" for n in results))
+    for t in targets:
+        key = f"{t:.3f}"
+        cells = [results[n]["tokens_at_accuracy"][key] for n in results]
+        print(
+            f"{key:>10s} "
+            + " ".join(f"{c:28.0f}" if c is not None else f"{'-':>28s}" for c in cells)
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {out}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print a summary and write the JSON results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,7 +203,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_predictor.json")
+    ap.add_argument(
+        "--effect",
+        type=Path,
+        default=None,
+        help="priors file for MATH-500: run the replay comparison",
+    )
+    ap.add_argument("--effect-only", action="store_true", help="skip the throughput part")
     args = ap.parse_args(argv)
+    if args.effect is not None:
+        eff = effect(args.effect, args.out.with_name("bench_predictor_effect.json"))
+        if args.effect_only:
+            return eff
 
     texts, source = _questions(args.questions)
     bb = Backbone.from_pretrained(max_length=args.max_length, batch_size=args.batch_size)

@@ -148,7 +148,11 @@ def load_priors(path: str | os.PathLike, question_ids: Sequence[str] | None = No
 
 
 def read_official_priors(
-    path: str | os.PathLike, question_ids: Sequence[str], *, width: float = 0.1
+    path: str | os.PathLike,
+    question_ids: Sequence[str],
+    *,
+    width: float = 0.1,
+    min_sigma: float = 1e-3,
 ) -> PriorArrays:
     """The official predictor's ``*_train_mu_sigma.json`` as prior arrays.
 
@@ -159,6 +163,9 @@ def read_official_priors(
         path: e.g. ``reference/official/MATH500_train_mu_sigma.json``.
         question_ids: the benchmark's ids in file order (same length).
         width: prior width for both parameters (official: 0.1).
+        min_sigma: σ̄ is clipped from below at this value: the official MATH-500
+            file has three negative σ̄ (down to -0.022), which a prior centre of
+            σ > 0 cannot be.
 
     Returns:
         The prior arrays.
@@ -169,12 +176,10 @@ def read_official_priors(
     rows = np.asarray(json.loads(Path(path).read_text()), float)
     if rows.ndim != 2 or rows.shape != (len(question_ids), 2):
         raise ValueError(f"{path}: shape {rows.shape}, expected ({len(question_ids)}, 2)")
-    if (
-        not np.isfinite(rows).all()
-        or (rows[:, 1] <= 0).any()
-        or not math.isfinite(width)
-        or width <= 0
-    ):
-        raise ValueError(f"{path}: non-finite or non-positive prior values")
+    if not np.isfinite(rows).all():
+        bad = int(np.flatnonzero(~np.isfinite(rows).all(1))[0])
+        raise ValueError(f"{path}: non-finite prior centre in row {bad}")
+    if not (math.isfinite(width) and width > 0 and min_sigma > 0):
+        raise ValueError("width and min_sigma must be finite and > 0")
     w = np.full(len(question_ids), float(width))
-    return PriorArrays(rows[:, 0].copy(), w, rows[:, 1].copy(), w.copy())
+    return PriorArrays(rows[:, 0].copy(), w, np.maximum(rows[:, 1], min_sigma), w.copy())

@@ -354,9 +354,10 @@ def test_priors_feed_the_core_gaussian_prior(tmp_path):
 
 def test_official_priors_reader(tmp_path):
     f = tmp_path / "off.json"
-    f.write_text(json.dumps([[0.5, 0.1], [0.6, 0.2]]))
+    f.write_text(json.dumps([[0.5, 0.1], [0.6, -0.02]]))
     p = read_official_priors(f, ["x", "y"])
     np.testing.assert_array_equal(p.loc_mu, [0.5, 0.6])
+    np.testing.assert_array_equal(p.loc_sigma, [0.1, 1e-3])  # negative centre clipped
     np.testing.assert_array_equal(p.scale_sigma, [0.1, 0.1])
     with pytest.raises(ValueError, match="shape"):
         read_official_priors(f, ["x"])
