@@ -1,0 +1,238 @@
+r"""How many samples are enough: N*, exceedance probabilities, posterior-predictive N*.
+
+With i.i.d. scores of CDF F, the best of N is below s with probability F(s)^N.
+Asking for P(max ≥ s_min) ≥ α gives the smallest
+
+.. math:: N^* = \left\lceil \frac{\log(1-\alpha)}{\log F(s_{\min})} \right\rceil,
+
+clipped to [n_min, n_max]. Here log F comes straight from the log-space CDF of
+:mod:`optscale_jax.distributions` (never ``log(1 - (1 - F))``), so N* is exact
+even when F(s_min) is within 1e-12 of 0 or 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
+
+from optscale_jax.distributions import truncnorm01_log_cdf, truncnorm01_log_prob
+
+__all__ = [
+    "n_star",
+    "n_star_from_log_cdf",
+    "exceedance_probability",
+    "n_star_official",
+    "posterior_exceedance_probability",
+    "posterior_n_star",
+]
+
+_INT_MAX = np.iinfo(np.int32).max
+
+
+def _check_alpha(alpha) -> None:
+    if isinstance(alpha, jax.core.Tracer):
+        return
+    a = np.asarray(alpha, float)
+    if np.any(~((a > 0) & (a < 1))):
+        raise ValueError(f"alpha must lie in (0, 1) (a target probability such as 0.95), got {alpha!r}")
+
+
+def n_star_from_log_cdf(
+    log_f: ArrayLike, alpha: ArrayLike, *, n_min: int = 1, n_max: int | None = None
+) -> jax.Array:
+    """N* from ``log F(s_min)`` (any score model), clipped to [n_min, n_max].
+
+    ``log F = 0`` (s_min unreachable) and NaN (no fit) give ``n_max``;
+    ``log F = -inf`` (every sample reaches s_min) gives ``n_min``.
+
+    Args:
+        log_f: ``log F(s_min)``, any shape.
+        alpha: target probability that the best sample reaches s_min, in (0, 1).
+        n_min: smallest answer.
+        n_max: largest answer (default: int32 max).
+
+    Returns:
+        int32 array, broadcast over ``log_f`` and ``alpha``.
+
+    Examples:
+        >>> int(n_star_from_log_cdf(jnp.log(0.5), 0.95))  # 0.5**5 > 0.05 >= 0.5**5
+        5
+    """
+    _check_alpha(alpha)
+    log_f = jnp.asarray(log_f)
+    target = jnp.log1p(-jnp.asarray(alpha, log_f.dtype))  # log(1 - alpha) < 0
+    hi = _INT_MAX if n_max is None else int(n_max)
+    ratio = target / jnp.minimum(log_f, 0.0)  # both negative; 0 -> +inf; -inf -> 0
+    n = jnp.ceil(ratio)
+    # Guard against a ratio that rounded up past an exact integer.
+    n = jnp.where((n > 1) & ((n - 1) * log_f <= target), n - 1, n)
+    n = jnp.where(jnp.isnan(n), hi, n)
+    return jnp.clip(n, n_min, hi).astype(jnp.int32)
+
+
+def n_star(
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    s_min: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    n_min: int = 1,
+    n_max: int | None = None,
+) -> jax.Array:
+    r"""N* = ceil(log(1 − α) / log F(s_min)) for a normal truncated to [0, 1].
+
+    Broadcasts over all array arguments and is jit-able; millions of pairs per
+    call are cheap (see ``benchmarks/bench_core.py``). A NaN fit (no data)
+    gives ``n_max``.
+
+    Args:
+        mu: location μ of the score law.
+        sigma: scale σ > 0.
+        s_min: score the best sample should reach.
+        alpha: target probability of reaching it, in (0, 1) (e.g. 0.95).
+        n_min: smallest answer.
+        n_max: largest answer (default: int32 max).
+
+    Returns:
+        int32 array of the broadcast shape.
+
+    Examples:
+        >>> int(n_star(0.5, 0.2, 0.5, 0.95))  # F(0.5) = 1/2
+        5
+    """
+    return n_star_from_log_cdf(truncnorm01_log_cdf(s_min, mu, sigma), alpha, n_min=n_min, n_max=n_max)
+
+
+def exceedance_probability(
+    mu: ArrayLike, sigma: ArrayLike, s_min: ArrayLike, n: ArrayLike
+) -> jax.Array:
+    """P(best of n ≥ s_min) = 1 − F(s_min)^n, computed as −expm1(n log F).
+
+    Args:
+        mu: location μ.
+        sigma: scale σ.
+        s_min: threshold.
+        n: number of samples.
+
+    Returns:
+        Probabilities, broadcast over the inputs.
+
+    Examples:
+        >>> round(float(exceedance_probability(0.5, 0.2, 0.5, 3)), 6)
+        0.875
+    """
+    log_f = truncnorm01_log_cdf(s_min, mu, sigma)
+    return -jnp.expm1(jnp.asarray(n, log_f.dtype) * log_f)
+
+
+def n_star_official(
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    s_min: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    n_max: int,
+    n_min: int = 1,
+    grid: int = 1000,
+) -> jax.Array:
+    """The official code's rule, for reproducing published numbers.
+
+    For N = n_min, n_min + 1, …, n_max: tabulate the density of the best of N,
+    N F^(N−1) f, on ``grid`` points of [0, 1], integrate it cumulatively, read
+    off its quantile q = 1 − α, and stop at the first N whose quantile reaches
+    s_min (``n_max`` if none does). The grid makes it differ from
+    :func:`n_star` when the quantile falls within a grid step of s_min.
+
+    Args:
+        mu: location μ.
+        sigma: scale σ.
+        s_min: threshold.
+        alpha: target probability (the quantile read is 1 − α).
+        n_max: largest N scanned.
+        n_min: smallest N scanned.
+        grid: number of grid points.
+
+    Returns:
+        int32 array of the broadcast shape of (mu, sigma, s_min, alpha).
+    """
+    _check_alpha(alpha)
+    mu, sigma, s_min, alpha = jnp.broadcast_arrays(*(jnp.asarray(v, float) for v in (mu, sigma, s_min, alpha)))
+    shape = mu.shape
+    mu, sigma, s_min, alpha = (v.reshape(-1, 1) for v in (mu, sigma, s_min, alpha))
+    x = jnp.linspace(0.0, 1.0, grid)
+    log_cdf = truncnorm01_log_cdf(x, mu, sigma)
+    log_pdf = truncnorm01_log_prob(x, mu, sigma)
+    q = 1.0 - alpha
+
+    def quantile_ok(n):
+        dens = jnp.exp(jnp.log(n) + (n - 1) * log_cdf + log_pdf)
+        cum = jnp.cumsum(dens, axis=-1)
+        cum = cum / cum[:, -1:]
+        idx = jnp.argmax(cum >= q, axis=-1)
+        return x[idx] >= s_min[:, 0]
+
+    ns = jnp.arange(n_min, n_max + 1, dtype=float)
+    ok = jax.vmap(quantile_ok, out_axes=1)(ns)  # (P, n_N)
+    first = jnp.where(jnp.any(ok, axis=1), ns[jnp.argmax(ok, axis=1)], n_max)
+    return first.astype(jnp.int32).reshape(shape)
+
+
+def posterior_exceedance_probability(
+    mu_draws: ArrayLike, sigma_draws: ArrayLike, s_min: ArrayLike, n: ArrayLike
+) -> jax.Array:
+    r"""Posterior-predictive P(best of n ≥ s_min) = 1 − E_post[F(s_min)^n].
+
+    Integrates over posterior draws of (μ, σ) instead of plugging in a point
+    estimate; the average of F^n is taken in log space.
+
+    Args:
+        mu_draws: draws of μ, shape ``(S, ...)``.
+        sigma_draws: draws of σ, shape ``(S, ...)``.
+        s_min: threshold (broadcast with the trailing shape).
+        n: sample counts; a trailing axis of its own is added when ``n`` is 1-D.
+
+    Returns:
+        Probabilities of shape ``(...)`` (or ``(..., len(n))`` for 1-D ``n``).
+    """
+    log_f = truncnorm01_log_cdf(s_min, jnp.asarray(mu_draws), jnp.asarray(sigma_draws))
+    n = jnp.asarray(n, log_f.dtype)
+    if n.ndim == 1:
+        log_f = log_f[..., None]
+    s = log_f.shape[0]
+    log_mean = logsumexp(n * log_f, axis=0) - jnp.log(s)
+    return -jnp.expm1(log_mean)
+
+
+def posterior_n_star(
+    mu_draws: ArrayLike,
+    sigma_draws: ArrayLike,
+    s_min: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    n_max: int,
+    n_min: int = 1,
+) -> jax.Array:
+    """Smallest n in [n_min, n_max] whose posterior-predictive exceedance is ≥ α.
+
+    Because 1 − E[F^n] increases with n, this is a scan over n; ``n_max`` if
+    no n reaches α (e.g. a posterior with mass on laws that never reach s_min).
+
+    Args:
+        mu_draws: draws of μ, shape ``(S, Q)`` or ``(S,)``.
+        sigma_draws: draws of σ, same shape.
+        s_min: threshold.
+        alpha: target probability.
+        n_max: largest n.
+        n_min: smallest n.
+
+    Returns:
+        int32 array of shape ``(Q,)`` (or scalar).
+    """
+    _check_alpha(alpha)
+    ns = jnp.arange(n_min, n_max + 1)
+    prob = posterior_exceedance_probability(mu_draws, sigma_draws, s_min, ns)
+    ok = prob >= jnp.asarray(alpha)[..., None]
+    return jnp.where(jnp.any(ok, -1), ns[jnp.argmax(ok, -1)], n_max).astype(jnp.int32)
