@@ -110,7 +110,12 @@ def _toy(n=240, d=12, seed=0):
 def test_training_lowers_the_loss_and_beats_the_mean_on_a_toy_problem():
     x, mean, std = _toy()
     cfg = TrainConfig(
-        epochs=30, hidden=(32, 16), dropout=(0.0, 0.0), batch_size=32, holdout_fraction=0.0
+        epochs=30,
+        hidden=(32, 16),
+        dropout=(0.0, 0.0),
+        batch_size=32,
+        holdout_fraction=0.0,
+        learning_rate=3e-3,
     )
     res = train(x, mean, std, cfg, fit_widths=False)
     losses = [h["loss"] for h in res.history]
