@@ -149,7 +149,7 @@ def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None 
             all_records["OptScale0 (MLE)"] = res.select(method="OptScale0")
         all_records[f"OptScaleT: {name}"] = res.select(method="OptScaleT")
     accs = sorted({round(r["accuracy"], 3) for recs in all_records.values() for r in recs})
-    targets = np.array([a for a in np.round(np.linspace(0.90, 0.95, 11), 3) if a <= max(accs)])
+    targets = np.round(np.arange(0.940, max(accs) + 1e-9, 0.002), 3)
     for name, recs in all_records.items():
         best = {
             n: max(

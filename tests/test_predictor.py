@@ -224,6 +224,8 @@ def test_cli_train_and_predict(tiny_dir, tmp_path):
             str(tmp_path / "ck"),
             "--epochs",
             "3",
+            "--pooling",
+            "attention",
             "--max-length",
             "32",
             "--priors-out",
