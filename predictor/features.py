@@ -259,8 +259,8 @@ def encode(
     Args:
         backbone: the feature extractor.
         texts: the texts (questions).
-        cache_dir: cache root; ``None`` uses :func:`default_cache_dir`; pass
-            ``False``-like empty string ``""`` to disable caching.
+        cache_dir: cache root; ``None`` uses :func:`default_cache_dir`; the
+            empty string ``""`` disables caching.
         progress: show a tqdm progress bar over the texts to encode.
 
     Returns:

@@ -236,7 +236,7 @@ def label_params(
     capped = np.minimum(std, shrink * max_truncated_std(mean))
     # pad to a power-of-two length so repeated calls reuse one compiled solver
     q = len(mean)
-    size = max(64, 1 << max(q - 1, 1).bit_length())
+    size = max(1024, 1 << max(q - 1, 1).bit_length())
     m_pad = np.concatenate([mean, np.full(size - q, 0.5)])
     s_pad = np.concatenate([capped, np.full(size - q, 0.1)])
     with jax.enable_x64(True):
