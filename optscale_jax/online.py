@@ -492,7 +492,13 @@ def run(
                 new = []
                 for (i, j, r, prompt, c), st in zip(flat, steps, strict=True):
                     empty = not c.text.strip()
-                    score = 0.0 if empty else aggregate_step_scores(st, aggregate)
+                    try:
+                        score = 0.0 if empty else aggregate_step_scores(st, aggregate)
+                    except (TypeError, ValueError) as e:
+                        raise EngineError(
+                            f"scorer {header['scorer']!r} gave invalid step scores for sample {j} of "
+                            f"question {questions[i].id!r}: {e}"
+                        ) from e
                     new.append(_Sample(i, j, state.waves, r.seed, prompt, c.text, int(c.tokens),
                                        c.finish_reason, [float(x) for x in st], score,
                                        None if empty else extract_answer(c.text)))

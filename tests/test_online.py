@@ -428,3 +428,16 @@ def test_every_torn_write_position_reads_back_the_complete_records(tmp_path, gra
         header, recs = read_samples(cut, repair=True)
         assert [header, *recs] == full[:complete]
         assert cut.read_bytes() == raw[: ends[complete - 1]]  # repaired to the last full line
+
+
+def test_invalid_prm_scores_are_a_clear_error(tmp_path, grader):
+    class NaNPRM(ToyPRM):
+        def score(self, questions, completions):
+            out = super().score(questions, completions)
+            out[-1][0] = float("nan")
+            return out
+
+    with pytest.raises(EngineError, match=r"invalid step scores for sample 1 of question 'q1': step score 0 is nan"):
+        run(QUESTIONS[:2], ToyEngine(), NaNPRM(), BestOfN(2), out=tmp_path, grader=grader)
+    _, recs = read_samples(tmp_path / SAMPLES_FILE)
+    assert recs == []  # nothing of the bad wave was written; the run can resume
