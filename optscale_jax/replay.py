@@ -466,9 +466,23 @@ class SweepResult:
 
 
 def _fit_prefixes(scores: np.ndarray, mask: np.ndarray, prior: Any, lengths: Sequence[int]) -> Any:
-    from optscale_jax.fit import fit_prefixes
+    """Fits of the first ``L`` samples of every row, for each ``L`` in ``lengths``.
 
-    return fit_prefixes(scores, mask, prior, lengths=np.asarray(lengths, dtype=np.int64))
+    Each length is one batched call on the full-width ``(Q, N)`` arrays with the mask cut
+    at ``L``: every call shares one compiled program per pool shape (and with the
+    policies' own fits), instead of compiling a new ``(Q * L, N)`` shape per sweep.
+    """
+    from optscale_jax.fit import FitResult, fit_map, fit_mle
+
+    s = np.asarray(scores, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    cols = np.arange(s.shape[1])[None, :]
+    parts = []
+    for length in lengths:
+        mk = m & (cols < int(length))
+        res = fit_mle(s, mk) if prior is None else fit_map(s, prior, mk)
+        parts.append(res)
+    return FitResult(*(np.stack([np.asarray(getattr(r, f)) for r in parts], axis=1) for f in FitResult._fields))
 
 
 class _Scorer:

@@ -154,3 +154,56 @@ def test_grid() -> None:
         Grid((1.5,), (0.1,), (8,))
     with pytest.raises(ValueError, match="n_max"):
         Grid((0.9,), (0.1,), (0,))
+
+
+def test_sweep_equals_replay_of_each_policy() -> None:
+    from optscale_jax.policies import DSC, WeightedVote, gaussian_prior
+    from optscale_jax.replay import sweep
+    from test_policies import score_pool
+
+    pool = score_pool(4, q=30, n=12, min_len=2)  # the OptScale tests' shape: no new compile
+    rng = np.random.default_rng(0)
+    prior = gaussian_prior(rng.uniform(0.6, 0.95, 30), rng.uniform(0.05, 0.2, 30))
+    grid = Grid(s_min=(0.9, 0.97), quantile=(0.02, 0.1), n_max=(8, 12))
+    res = sweep(pool, grid=grid, modes=("oneshot", "sequential"), prior=prior, n_boot=50)
+    assert res.meta["prior"].startswith("per-question")
+    for rec in res.records:
+        m = rec["method"]
+        if m in ("OptScale0", "OptScaleT"):
+            pol = OptScale(rec["n_max"], rec["s_min"], rec["alpha"], prior=prior if m == "OptScaleT" else None,
+                           mode=rec["mode"])
+        elif m in ("BoN", "SC", "WeightedSC"):
+            pol = {"BoN": BestOfN, "SC": SelfConsistency, "WeightedSC": WeightedVote}[m](rec["N"])
+        else:
+            pol = {"ESC": ESC, "ASC": ASC, "DSC": DSC}[m](rec["n_max"])
+        ref = replay(pool, pol, n_boot=0)
+        key = (m, rec["mode"], rec["n_max"], rec["N"], rec["s_min"], rec["quantile"])
+        assert rec["accuracy"] == pytest.approx(ref.accuracy, abs=1e-12), key
+        assert rec["mean_tokens"] == pytest.approx(ref.mean_tokens, abs=1e-9), key
+        assert rec["mean_samples"] == pytest.approx(ref.mean_samples, abs=1e-12), key
+        lo, hi = rec["accuracy_ci"]
+        assert lo <= rec["accuracy"] <= hi
+    # the counts: fixed baselines at 1, 2, 4, 8, 12; 2 x 2 x 2 per OptScale variant and mode
+    assert len(res.select(method="BoN")) == 5
+    assert len(res.select(method="OptScale0", mode="sequential")) == 8
+    front = res.frontier()
+    toks = [r["mean_tokens"] for r in front]
+    assert toks == sorted(toks)
+
+
+def test_sweep_permutations_and_errors() -> None:
+    from optscale_jax.replay import sweep
+    from test_policies import score_pool
+
+    pool = score_pool(5, q=30, n=12)
+    grid = Grid(s_min=(0.9,), quantile=(0.1,), n_max=(8,))
+    res = sweep(pool, grid=grid, methods=("BoN", "ESC", "OptScale0"), n_perms=3, seed=2, n_boot=0)
+    manual = [sweep(p, grid=grid, methods=("BoN", "ESC", "OptScale0"), n_boot=0) for p in pool.permuted(2, 3)]
+    for i, rec in enumerate(res.records):
+        assert rec["mean_tokens"] == pytest.approx(np.mean([m.records[i]["mean_tokens"] for m in manual]))
+    with pytest.raises(ValueError, match="unknown method"):
+        sweep(pool, methods=("Magic",))
+    with pytest.raises(ValueError, match="unknown grid"):
+        sweep(pool, grid="huge")
+    with pytest.raises(ValueError, match="mode"):
+        sweep(pool, modes=("greedy",))

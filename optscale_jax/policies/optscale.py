@@ -218,7 +218,8 @@ class OptScale:
         s = np.asarray(obs.scores, dtype=np.float64)
         m = np.asarray(obs.mask, dtype=bool)
         if upto is not None:
-            s, m = s[:, :upto], m[:, :upto]
+            # Cut the mask, not the arrays: one compiled fit per pool shape.
+            m = m & (np.arange(m.shape[1])[None, :] < upto)
         res = self._fit(s, m)
         ns = compute_n_star(
             res.mu, res.sigma, self.s_min, self.alpha, n_max=self.n_max, rule=self.nstar_rule
