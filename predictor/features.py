@@ -136,6 +136,9 @@ class Backbone:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if tokenizer.pad_token is None:  # decoder-only tokenizers (Qwen, Llama)
             tokenizer.pad_token = tokenizer.eos_token
+        # right padding: valid tokens come first, so a text's states cannot depend on
+        # the batch it is encoded in, whatever a model does with position ids
+        tokenizer.padding_side = "right"
         kwargs = {"local_files_only": True}
         if torch_dtype is not None:
             kwargs["dtype"] = getattr(torch, torch_dtype)

@@ -97,6 +97,36 @@ def test_feature_cache_hits_and_keys(tiny_dir, tmp_path):
     assert bb.n_forward == 3
 
 
+def test_decoder_only_backbone_without_pad_token(tmp_path):
+    """A tiny random Qwen2 (the paper's backbone family): no pad token in the tokenizer,
+    causal attention; batched states equal one-text-at-a-time states."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    tok = AutoTokenizer.from_pretrained(default_backbone_path(), local_files_only=True)
+    tok.eos_token = "[SEP]"
+    tok.pad_token = None
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=tok.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+    )
+    d = tmp_path / "tiny_qwen2"
+    Qwen2Model(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    bb = Backbone.from_pretrained(d, max_length=32, batch_size=8)
+    assert bb.tokenizer.pad_token == "[SEP]" and bb.hidden_size == 16
+    batched = encode(bb, TEXTS, cache_dir="")
+    for text, s in zip(TEXTS, batched.states, strict=True):
+        single = bb.forward([text])[0]
+        np.testing.assert_allclose(s.astype(np.float32), single, rtol=2e-2, atol=2e-2)
+
+
 def test_feature_errors(tiny_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         Backbone.from_pretrained(tmp_path)
