@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import math
+from functools import partial
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,7 +34,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from numpyro.distributions import Distribution
 
-from optscale_jax.distributions import _HALF_LOG_2PI, _log_density_formula, _log_z, moments
+from optscale_jax.distributions import _HALF_LOG_2PI, _central_moments, _log_z
 from optscale_jax.model import GaussianPrior, Prior, as_prior, log_joint, weak_prior
 
 __all__ = [
@@ -149,9 +150,10 @@ def validate_scores(
 
 
 class _SolverState(NamedTuple):
-    theta: jax.Array  # (Q, 2): (mu, log sigma)
+    theta: jax.Array  # (Q, 2): natural parameters
     value: jax.Array  # (Q,)
     grad: jax.Array  # (Q, 2)
+    hess: jax.Array  # (Q, 2, 2)
     done: jax.Array  # (Q,) bool
     iterations: jax.Array  # (Q,) int32
     it: jax.Array  # scalar
@@ -176,15 +178,21 @@ def _value_grad_hess(objective, theta):
 _STEPS = 2.0 ** -jnp.arange(0, 30, 2, dtype=float)  # line-search step sizes 1, 1/4, ...
 
 
-def _newton_box(objective, theta0, lower, upper, max_iter: int):
-    """Maximise a separable objective over a box, row by row."""
+def _newton_box(objective, vgh, theta0, lower, upper, max_iter: int, frozen=None):
+    """Maximise a separable objective over a box, row by row.
+
+    ``objective(theta) -> (Q,)`` values; ``vgh(theta)`` -> per-row value,
+    gradient (Q, 2) and Hessian (Q, 2, 2). The state carries what the next step
+    needs, so each iteration costs one ``vgh`` and one batch of line-search
+    values.
+    """
     dtype = theta0.dtype
     lower = jnp.asarray(lower, dtype)
     upper = jnp.asarray(upper, dtype)
     eps_lo = jnp.where(jnp.isfinite(lower), 1e-9 * jnp.abs(lower), 0.0)
     eps_hi = jnp.where(jnp.isfinite(upper), 1e-9 * jnp.abs(upper), 0.0)
     theta0 = jnp.clip(theta0, lower, upper)
-    value0, grad0, _ = _value_grad_hess(objective, theta0)
+    value0, grad0, hess0 = vgh(theta0)
     finfo = jnp.finfo(dtype)
     rtol = 1e3 * finfo.eps
 
@@ -192,8 +200,7 @@ def _newton_box(objective, theta0, lower, upper, max_iter: int):
         return (state.it < max_iter) & ~jnp.all(state.done)
 
     def body(state):
-        theta, value, grad = state.theta, state.value, state.grad
-        _, _, hess = _value_grad_hess(objective, theta)
+        theta, value, grad, hess = state.theta, state.value, state.grad, state.hess
         # Minimise phi = -f.
         g = -grad
         h = -hess
@@ -244,14 +251,20 @@ def _newton_box(objective, theta0, lower, upper, max_iter: int):
         )
         done = state.done | ~any_ok | small
         theta = jnp.where(state.done[:, None], theta, new_theta)
+        _, new_grad, new_hess = vgh(theta)
         value = jnp.where(state.done, value, new_value)
-        new_grad = jax.grad(lambda t: jnp.sum(objective(t)))(theta)
         iterations = state.iterations + (~state.done).astype(jnp.int32)
-        return _SolverState(theta, value, new_grad, done, iterations, state.it + 1)
+        return _SolverState(theta, value, new_grad, new_hess, done, iterations, state.it + 1)
 
     q = theta0.shape[0]
     state0 = _SolverState(
-        theta0, value0, grad0, jnp.zeros(q, bool), jnp.zeros(q, jnp.int32), jnp.asarray(0)
+        theta0,
+        value0,
+        grad0,
+        hess0,
+        jnp.zeros(q, bool) if frozen is None else frozen,
+        jnp.zeros(q, jnp.int32),
+        jnp.asarray(0),
     )
     state = jax.lax.while_loop(cond, body, state0)
     g = -state.grad
@@ -297,6 +310,59 @@ def _loglik_stats(mu, sigma, n, mean, m2c):
     return -0.5 * quad / (sigma * sigma) - n * (j + jnp.log(sigma) + _HALF_LOG_2PI)
 
 
+def _natural_stats_vgh(theta, n, mean, m2c):
+    """Value, gradient and Hessian of the TruncatedNormal01 log-likelihood in η.
+
+    An exponential family: ∇ℓ = Σ T(x) − n E[T], ∇²ℓ = −n Cov[T] with T = (x, x²),
+    the moments of X from quadrature; no autodiff through the special functions.
+    """
+    mu, sigma = _from_natural(theta)
+    value = _loglik_stats(mu, sigma, n, mean, m2c)
+    m, c2, c3, c4 = _central_moments(mu, sigma)
+    # Centre T at the model mean m for accuracy: x² − m² = (x − m)² + 2m(x − m).
+    d1 = mean - m
+    g1 = n * d1
+    g2 = m2c + n * d1 * d1 + 2.0 * m * g1 - n * c2
+    cov12 = c3 + 2.0 * m * c2
+    cov22 = c4 + 4.0 * m * c3 + 4.0 * m * m * c2 - c2 * c2
+    grad = jnp.stack([g1, g2], axis=-1)
+    hess = -n[:, None, None] * jnp.stack(
+        [jnp.stack([c2, cov12], -1), jnp.stack([cov12, cov22], -1)], -2
+    )
+    return value, grad, hess
+
+
+def _prior_in_natural(prior):
+    def log_prior(theta):
+        mu, sigma = _from_natural(theta)
+        return prior.mu.log_prob(mu) + prior.sigma.log_prob(sigma)
+
+    return log_prior
+
+
+def _solve_stats(n, mean, m2c, prior, theta0, sigma_bounds, max_iter, frozen=None):
+    """Newton in η for the truncated-normal likelihood (+ an optional prior)."""
+    dtype = mean.dtype
+
+    def objective(theta):
+        mu, sigma = _from_natural(theta)
+        value = _loglik_stats(mu, sigma, n, mean, m2c)
+        if prior is not None:
+            value = value + _prior_in_natural(prior)(theta)
+        return value
+
+    def vgh(theta):
+        value, grad, hess = _natural_stats_vgh(theta, n, mean, m2c)
+        if prior is not None:
+            pv, pg, ph = _value_grad_hess(_prior_in_natural(prior), theta)
+            value, grad, hess = value + pv, grad + pg, hess + ph
+        return value, grad, hess
+
+    lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
+    upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
+    return objective, _newton_box(objective, vgh, theta0, lower, upper, max_iter, frozen)
+
+
 def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
     dtype = scores.dtype
     n, mean, std, spread = _data_moments(scores, mask)
@@ -310,23 +376,29 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
     # Newton converges in a few steps even when the optimum runs off to μ → ∞.
     theta0 = _to_natural(init_mu, jnp.clip(init_sigma, *sigma_bounds))
 
-    def objective(theta):
-        mu, sigma = _from_natural(theta)
-        if likelihood is None:
-            value = _loglik_stats(mu, sigma, n, mean, m2c)
-            if prior is not None:
-                value = value + prior.mu.log_prob(mu) + prior.sigma.log_prob(sigma)
-            return value
-        return log_joint(mu, sigma, scores, mask, prior, likelihood=likelihood)
+    degenerate = (n == 1) | ((n > 1) & (spread <= 0.0))
+    # Without a prior these have no finite optimum: answered in closed form below.
+    frozen = (degenerate | (n == 0)) if prior is None else None
+    if likelihood is None:
+        objective, solved = _solve_stats(
+            n, mean, m2c, prior, theta0, sigma_bounds, max_iter, frozen
+        )
+    else:
 
-    lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
-    upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
-    theta, value, on_edge, done, iterations = _newton_box(objective, theta0, lower, upper, max_iter)
+        def objective(theta):
+            mu, sigma = _from_natural(theta)
+            return log_joint(mu, sigma, scores, mask, prior, likelihood=likelihood)
+
+        lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
+        upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
+        solved = _newton_box(
+            objective, partial(_value_grad_hess, objective), theta0, lower, upper, max_iter, frozen
+        )
+    theta, value, on_edge, done, iterations = solved
     mu, sigma = _from_natural(theta)
     status = jnp.where(
         on_edge, FitStatus.BOUNDARY, jnp.where(done, FitStatus.CONVERGED, FitStatus.MAX_ITER)
     )
-    degenerate = (n == 1) | ((n > 1) & (spread <= 0.0))
     status = jnp.where(degenerate, FitStatus.DEGENERATE, status)
     if prior is None:
         # Supremum of the likelihood: sigma -> 0 at the common value.
@@ -507,24 +579,14 @@ def _moment_match_impl(mean, std):
     valid = jnp.isfinite(m) & jnp.isfinite(s) & (m > 0) & (m < 1) & (s > 0)
     m_safe = jnp.where(valid, m, 0.5)
     s_safe = jnp.where(valid, s, 0.1)
-
-    # The expected log density is quadratic in x, so it equals the average at
-    # the two pseudo-points mean ± std.
-    def objective(theta):
-        loc, scale = theta[:, 0], jnp.exp(theta[:, 1])
-        return 0.5 * (
-            _log_density_formula(m_safe - s_safe, loc, scale)
-            + _log_density_formula(m_safe + s_safe, loc, scale)
-        )
-
-    theta0 = jnp.stack([m_safe, jnp.log(s_safe * 1.2)], axis=-1)
-    lower = jnp.array([-1e4, math.log(1e-8)], m.dtype)
-    upper = jnp.array([1e4, math.log(1e4)], m.dtype)
-    theta, _, on_edge, _, _ = _newton_box(objective, theta0, lower, upper, 200)
-    loc, scale = theta[:, 0], jnp.exp(theta[:, 1])
-    got_m, got_s = moments(loc, scale)
-    close = (jnp.abs(got_m - m_safe) <= 1e-5 * (1 + m_safe)) & (jnp.abs(got_s - s_safe) <= 1e-4 * s_safe)
-    ok = valid & ~on_edge & close
+    # Moment matching is the MLE of a sample with these moments: one "sample"
+    # with mean m and squared deviation s² (exponential-family identity).
+    theta0 = _to_natural(m_safe, s_safe * 1.2)
+    _, (theta, _, on_edge, done, _) = _solve_stats(
+        jnp.ones_like(m_safe), m_safe, s_safe * s_safe, None, theta0, (1e-6, 1e4), 200
+    )
+    loc, scale = _from_natural(theta)
+    ok = valid & ~on_edge & done
     return loc.reshape(shape), scale.reshape(shape), ok.reshape(shape)
 
 
