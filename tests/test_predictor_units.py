@@ -6,7 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+
+pytest.importorskip("flax", reason="the predictor extra is not installed")
+
+from flax import nnx  # noqa: E402
 
 from predictor.baselines import GroupMean, Ridge, mae, metrics, r2, train_mean
 from predictor.checkpoint import load_checkpoint, save_checkpoint
