@@ -139,26 +139,28 @@ def _summary_table(result: Any) -> Any:
     if result.synthetic:
         title += " (SYNTHETIC pool)"
     table = Table(title=title)
-    for col, just in (("method", "left"), ("acc. %", "right"), ("95% CI", "right"), ("tokens/q", "right"),
-                      ("samples/q", "right"), ("config", "left")):
+    for col, just in (("method", "left"), ("N", "right"), ("acc. %", "right"), ("95% CI", "right"),
+                      ("tokens/q", "right"), ("samples/q", "right"), ("s_min, 1-α", "left")):
         table.add_column(col, justify=just)
+    short = {"OptScale0": "OptScale⁰", "OptScaleT": "OptScaleᵗ"}
     last = None
     for r in table1_rows(result):
         if last is not None and r["block"] != last:
             table.add_section()
         last = r["block"]
         lo, hi = r["accuracy_ci"]
-        cfg = ""
-        if r["s_min"] is not None:
-            cfg = f"s_min={r['s_min']}, 1-α={r['quantile']}"
-        label = r["label"].replace("$^0$", "⁰").replace("$^t$", "ᵗ").replace("$N=", "N=").replace("$)", ")")
-        table.add_row(label, f"{r['accuracy']:.1f}", "" if np.isnan(lo) else f"[{lo:.1f}, {hi:.1f}]",
+        name = short.get(r["method"], r["method"])
+        if r["mode"] == "sequential":
+            name += " seq."
+        cfg = "" if r["s_min"] is None else f"{r['s_min']}, {r['quantile']}"
+        table.add_row(name, str(r["block"]), f"{r['accuracy']:.1f}",
+                      "" if np.isnan(lo) else f"{lo:.1f}–{hi:.1f}",
                       f"{r['tokens']:.0f}", f"{r['samples']:.2f}", cfg)
     return table
 
 
 def replay_command(
-    pool_path: Optional[Path] = typer.Argument(None, metavar="[POOL]", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
+    pool_path: Optional[Path] = typer.Argument(None, metavar="POOL", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
     policy: list[str] = typer.Option(["all"], "--policy", "-p", help="Method(s): all, BoN, SC, WeightedSC, ESC, ASC, DSC, OptScale0, OptScaleT. Repeatable."),
     grid: str = typer.Option("official", "--grid", help="'official' or 's_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16'."),
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot (the authors'), sequential, or both."),
