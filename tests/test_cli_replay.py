@@ -118,3 +118,22 @@ def test_default_synthetic_pool_official_grid(tmp_path) -> None:
     assert len([x for x in data["records"] if x["method"] == "OptScale0"]) == 192
     acc = {(x["method"], x["N"]): x["accuracy"] for x in data["records"] if x["method"] == "BoN"}
     assert 0.8 < acc[("BoN", 1)] < acc[("BoN", 8)] <= 1.0
+
+
+def test_real_search_and_learn_pool_is_graded_and_replayed(tmp_path, shared_data) -> None:
+    src = shared_data / "pools" / "search_and_learn_llama32_3b_math500_10x4.jsonl"
+    out = tmp_path / "real"
+    r = runner.invoke(make_app(), ["replay", str(src), "--grid", "s_min=0.9;quantile=0.1;n_max=4",
+                                   "--out", str(out), "--n-boot", "100", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "grading" in r.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["synthetic"] is False and data["n_questions"] == 10
+    bon = {x["N"]: x for x in data["records"] if x["method"] == "BoN"}
+    # 4 tokens counts summed over the drawn prefix: Best-of-4 pays every sample of the pool
+    from optscale_jax.pool import read_pool
+
+    pool = read_pool(src)
+    assert bon[4]["mean_tokens"] == pytest.approx(pool.tokens.sum() / 10)
+    assert bon[4]["mean_samples"] == 4.0
+    assert 0.0 < bon[4]["accuracy"] <= 1.0

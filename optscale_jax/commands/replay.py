@@ -173,6 +173,7 @@ def replay_command(
     n_perms: int = typer.Option(0, "--n-perms", min=0, help="Average over this many random re-orderings of each row."),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap replicates for confidence intervals."),
     nstar: str = typer.Option("closed", "--nstar", help="N* rule: closed (closed form) or official (the authors' grid scan)."),
+    grade: str = typer.Option("auto", "--grade", help="Grade answers against gold with math-verify: auto (when the pool has gold answers but no answer classes), yes, no."),
     seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -197,6 +198,8 @@ def replay_command(
         raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot, sequential or both", param_hint="--mode")
     if nstar not in ("closed", "official"):
         raise typer.BadParameter(f"unknown N* rule {nstar!r}; choose closed or official", param_hint="--nstar")
+    if grade not in ("auto", "yes", "no"):
+        raise typer.BadParameter(f"unknown grading choice {grade!r}; choose auto, yes or no", param_hint="--grade")
     the_grid = parse_grid(grid)
 
     if pool_path is None:
@@ -218,6 +221,20 @@ def replay_command(
         except ValueError as e:  # PoolFormatError is a ValueError naming file/record/field
             console.print(f"[bold red]error:[/] {e}")
             raise typer.Exit(code=2) from None
+    has_answers = any(a is not None for a in pool.answers[pool.mask])
+    ungraded = has_answers and not (pool.answer_ids[pool.mask] >= 0).any()
+    if grade == "yes" or (grade == "auto" and ungraded and pool.gold is not None):
+        from optscale_jax.grading import grade_pool
+
+        if pool.gold is None:
+            raise typer.BadParameter("the pool has no gold answers to grade against (pass --prompts)", param_hint="--grade")
+        console.print(f"grading {int(pool.mask.sum())} answers against gold with math-verify ...")
+        pool = grade_pool(pool, progress=progress)
+        info = pool.metadata.get("grading", {})
+        console.print(f"graded: {info.get('checks', '?')} checks, {len(info.get('timeouts', []))} timed out")
+    elif ungraded:
+        console.print("[bold yellow]warning:[/] the pool's answers are not graded (no gold answers): "
+                      "every sample counts as wrong and voting has no answer classes")
     prior_obj = None
     if prior is not None and "OptScaleT" in methods:
         prior_obj = load_prior_file(prior, pool.question_ids, prior_std)
