@@ -35,7 +35,7 @@ from scipy import optimize, stats  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from optscale_jax.policies import gaussian_prior, official_peek  # noqa: E402
-from optscale_jax.replay import OFFICIAL_GRID, POPULATION_PRIOR_CENTRES, prefix_best_of_n, sweep  # noqa: E402
+from optscale_jax.replay import OFFICIAL_GRID, POPULATION_PRIOR_CENTRES, sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
     pick = rng.choice(len(configs), size=min(args.loop_configs, len(configs)), replace=False)
     subset = [configs[i] for i in pick]
     t0 = time.perf_counter()
-    for variant, pr in (("MLE", None), ("MAP", prior)):
+    for pr in (None, prior):  # MLE, MAP
         for n_max, s_min, qu in subset:
             loop_config(pool, rows, n_max, s_min, qu, pr)
     t_loop_subset = time.perf_counter() - t0

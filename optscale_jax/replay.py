@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from optscale_jax.pool import Pool
 from optscale_jax.policies import (
     ASC,
     DSC,
     ESC,
     BestOfN,
     Observed,
-    OptScale,
     Policy,
     SelfConsistency,
     WeightedVote,
@@ -37,6 +35,7 @@ from optscale_jax.policies import (
     gaussian_prior,
     official_peek,
 )
+from optscale_jax.pool import Pool
 
 __all__ = [
     "Grid",
@@ -501,7 +500,7 @@ class _Scorer:
         )
 
     def bon(self, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``drawn`` of shape (Q, ...) -> (correct, tokens) of the same shape."""
+        """``drawn`` of shape (Q, ...) -> (correct, tokens, drawn clipped to the row), same shape."""
         d = np.minimum(drawn, self.avail.reshape((-1,) + (1,) * (drawn.ndim - 1)))
         flat = d.reshape(d.shape[0], -1)
         c = np.take_along_axis(self.correct_at, flat, axis=1).reshape(d.shape)
@@ -670,6 +669,12 @@ def sweep(
             prior_desc = f"population prior centres {POPULATION_PRIOR_CENTRES}, std 0.1"
         else:
             prior_desc = "per-question prior (given)"
+            for name, value in zip(getattr(prior, "_fields", ()), prior, strict=False):
+                shape = np.shape(np.asarray(value)) if not hasattr(value, "batch_shape") else tuple(value.batch_shape)
+                if shape not in ((), (pool.n_questions,)):
+                    raise ValueError(
+                        f"prior field {name!r} has shape {shape}, the pool has {pool.n_questions} questions"
+                    )
 
     ns_base = _baseline_ns(grid.n_max)
     n_os = sum(1 for m in ("OptScale0", "OptScaleT") if m in methods) * len(modes) * len(grid.n_max)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 import typer
+from test_policies import score_pool
 from typer.testing import CliRunner
 
 from optscale_jax.commands.replay import register
 from optscale_jax.pool import write_parquet
-from test_policies import score_pool
 
 runner = CliRunner()
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from test_policies import random_pool, ref_bon
 
 from optscale_jax.policies import ASC, ESC, BestOfN, OptScale, SelfConsistency
 from optscale_jax.pool import Pool
@@ -18,7 +17,6 @@ from optscale_jax.replay import (
     replay,
     run_policy,
 )
-from test_policies import random_pool, ref_bon
 
 
 def test_replay_totals_by_hand() -> None:
@@ -157,9 +155,10 @@ def test_grid() -> None:
 
 
 def test_sweep_equals_replay_of_each_policy() -> None:
+    from test_policies import score_pool
+
     from optscale_jax.policies import DSC, WeightedVote, gaussian_prior
     from optscale_jax.replay import sweep
-    from test_policies import score_pool
 
     pool = score_pool(4, q=30, n=12, min_len=2)  # the OptScale tests' shape: no new compile
     rng = np.random.default_rng(0)
@@ -192,8 +191,9 @@ def test_sweep_equals_replay_of_each_policy() -> None:
 
 
 def test_sweep_permutations_and_errors() -> None:
-    from optscale_jax.replay import sweep
     from test_policies import score_pool
+
+    from optscale_jax.replay import sweep
 
     pool = score_pool(5, q=30, n=12)
     grid = Grid(s_min=(0.9,), quantile=(0.1,), n_max=(8,))
@@ -207,3 +207,14 @@ def test_sweep_permutations_and_errors() -> None:
         sweep(pool, grid="huge")
     with pytest.raises(ValueError, match="mode"):
         sweep(pool, modes=("greedy",))
+
+
+def test_sweep_rejects_misaligned_prior() -> None:
+    from test_policies import score_pool
+
+    from optscale_jax.policies import gaussian_prior
+    from optscale_jax.replay import sweep
+
+    pool = score_pool(5, q=30, n=12)
+    with pytest.raises(ValueError, match="prior field 'loc_mu' has shape \\(3,\\), the pool has 30"):
+        sweep(pool, methods=("OptScaleT",), prior=gaussian_prior(np.full(3, 0.8), np.full(3, 0.1)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import typer
@@ -160,14 +160,14 @@ def _summary_table(result: Any) -> Any:
 
 
 def replay_command(
-    pool_path: Optional[Path] = typer.Argument(None, metavar="POOL", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
+    pool_path: Path | None = typer.Argument(None, metavar="POOL", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
     policy: list[str] = typer.Option(["all"], "--policy", "-p", help="Method(s): all, BoN, SC, WeightedSC, ESC, ASC, DSC, OptScale0, OptScaleT. Repeatable."),
     grid: str = typer.Option("official", "--grid", help="'official' or 's_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16'."),
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot (the authors'), sequential, or both."),
     out: Path = typer.Option(Path("optscale-replay"), "--out", "-o", help="Output directory."),
-    prior: Optional[Path] = typer.Option(None, "--prior", help="OptScaleᵗ prior: the authors' *_train_mu_sigma.json or an optscale-priors JSON. Default: a population prior."),
+    prior: Path | None = typer.Option(None, "--prior", help="OptScaleᵗ prior: the authors' *_train_mu_sigma.json or an optscale-priors JSON. Default: a population prior."),
     prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts file with gold answers (the authors' format)."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Prompts file with gold answers (the authors' format)."),
     aggregate: str = typer.Option("mean", "--aggregate", help="Step-score aggregation: mean, last, min, product."),
     synthetic: str = typer.Option("math500", "--synthetic", help="Which synthetic twin to use when POOL is omitted."),
     n_perms: int = typer.Option(0, "--n-perms", min=0, help="Average over this many random re-orderings of each row."),
