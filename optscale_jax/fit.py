@@ -138,7 +138,7 @@ def validate_scores(
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise ValueError(
-            f"scores[{r}, {c}] = {s[r, c]!r} is not a number in [0, 1] "
+            f"scores[{r}, {c}] = {float(s[r, c])!r} is not a number in [0, 1] "
             f"({int(bad.sum())} bad entries; pass a mask to exclude missing samples)"
         )
     return np.where(m, s, 0.5), m

@@ -218,3 +218,20 @@ def test_property_cdf_plus_sf_is_one(loc, log_scale, x):
     lc = float(truncnorm01_log_cdf(x, loc, scale))
     ls = float(truncnorm01_log_sf(x, loc, scale))
     assert np.isclose(np.exp(lc) + np.exp(ls), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-13), (jnp.float32, 2e-6)])
+def test_scaled_log_ndtr_on_a_fine_grid(dtype, rtol):
+    """G(t) = log Φ(t) + t²/2 on a fine grid: guards the erfcx hole of jax 0.10
+    (zero for arguments near 26.6 in float64 and 9.3 in float32)."""
+    import scipy.special as ss
+
+    from optscale_jax.distributions import _g
+
+    t = np.concatenate([np.linspace(-60.0, 0.0, 6001), -np.sqrt(2) * np.array([26.6, 9.3])])
+    t = np.asarray(jnp.asarray(t, dtype), np.float64)
+    want = np.log(0.5 * ss.erfcx(-t / np.sqrt(2)))
+    got = np.asarray(_g(jnp.asarray(t, dtype)), np.float64)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    # The failing point found by the property test: a finite log density.
+    assert np.isfinite(float(truncnorm01_log_prob(0.7737, -0.53619, 0.0142332)))
