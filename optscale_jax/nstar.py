@@ -65,7 +65,8 @@ def n_star_from_log_cdf(
     log_f = jnp.asarray(log_f)
     target = jnp.log1p(-jnp.asarray(alpha, log_f.dtype))  # log(1 - alpha) < 0
     hi = _INT_MAX if n_max is None else int(n_max)
-    ratio = target / jnp.minimum(log_f, 0.0)  # both negative; 0 -> +inf; -inf -> 0
+    unreachable = log_f >= 0.0  # F(s_min) = 1: no number of samples reaches s_min
+    ratio = jnp.where(unreachable, jnp.inf, target / jnp.where(unreachable, -1.0, log_f))
     n = jnp.ceil(ratio)
     # Guard against a ratio that rounded up past an exact integer.
     n = jnp.where((n > 1) & ((n - 1) * log_f <= target), n - 1, n)
@@ -168,7 +169,7 @@ def n_star_official(
     q = 1.0 - alpha
 
     def quantile_ok(n):
-        dens = jnp.exp(jnp.log(n) + (n - 1) * log_cdf + log_pdf)
+        dens = jnp.exp(jnp.log(n) + jnp.where(n > 1, (n - 1) * log_cdf, 0.0) + log_pdf)
         cum = jnp.cumsum(dens, axis=-1)
         cum = cum / cum[:, -1:]
         idx = jnp.argmax(cum >= q, axis=-1)

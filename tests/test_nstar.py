@@ -1,0 +1,154 @@
+"""N* against brute-force searches over N, high-precision references and the official rule."""
+
+import jax
+import jax.numpy as jnp
+import mpmath as mp
+import numpy as np
+import pytest
+import scipy.stats as st
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from optscale_jax.nstar import (
+    exceedance_probability,
+    n_star,
+    n_star_from_log_cdf,
+    n_star_official,
+    posterior_exceedance_probability,
+    posterior_n_star,
+)
+
+
+def _brute_force(f, alpha, n_max):
+    """Smallest N with 1 − F^N ≥ α, by walking N upwards."""
+    for n in range(1, n_max + 1):
+        if 1 - f**n >= alpha:
+            return n
+    return n_max
+
+
+def test_closed_form_equals_brute_force():
+    rng = np.random.default_rng(0)
+    mu = rng.uniform(0.4, 1.3, 400)
+    sigma = rng.uniform(0.02, 0.4, 400)
+    s_min = rng.choice([0.85, 0.9, 0.95, 0.99], 400)
+    alpha = rng.choice([0.9, 0.95, 0.99], 400)
+    got = np.asarray(n_star(mu, sigma, s_min, alpha, n_max=500))
+    f = st.truncnorm(-mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma).cdf(s_min)
+    want = np.array([_brute_force(fi, a, 500) for fi, a in zip(f, alpha)])
+    assert np.array_equal(got, want), np.flatnonzero(got != want)[:5]
+
+
+def test_exact_when_f_is_within_1e12_of_one_or_zero():
+    mp.mp.dps = 50
+
+    def f_mp(mu, sigma, s):
+        a, b, z = -mp.mpf(mu) / sigma, (1 - mp.mpf(mu)) / sigma, (mp.mpf(s) - mu) / sigma
+        return (mp.ncdf(z) - mp.ncdf(a)) / (mp.ncdf(b) - mp.ncdf(a))
+
+    # F(s_min) = 1 - ~1e-13: the best of N almost never reaches s_min.
+    mu, sigma, s = 0.3, 0.09, 0.99
+    f = f_mp(mu, sigma, s)
+    assert 1 - f < 1e-12
+    # (a small alpha keeps N* inside int32)
+    want = int(mp.ceil(mp.log(1 - mp.mpf("1e-4")) / mp.log(f)))
+    assert int(n_star(mu, sigma, s, 1e-4)) == want
+    # F(s_min) ~ 1e-13: a single sample is enough.
+    mu, sigma, s = 0.98, 0.005, 0.95
+    assert f_mp(mu, sigma, s) < 1e-12
+    assert int(n_star(mu, sigma, s, 0.99)) == 1
+
+
+def test_edges_clip_and_nan():
+    # s_min above everything the law can reach (F = 1): n_max; NaN fit: n_max.
+    assert int(n_star(0.2, 0.01, 1.0, 0.9, n_max=64)) == 64
+    assert int(n_star(jnp.nan, jnp.nan, 0.9, 0.9, n_max=64)) == 64
+    assert int(n_star(0.2, 0.01, 0.99, 0.9)) == np.iinfo(np.int32).max
+    assert int(n_star(0.9, 0.1, 0.5, 0.9, n_min=3)) == 3
+    assert int(n_star_from_log_cdf(-jnp.inf, 0.9, n_min=2)) == 2
+    with pytest.raises(ValueError, match="alpha"):
+        n_star(0.9, 0.1, 0.9, 1.5)
+
+
+def test_broadcasting_and_jit():
+    mu = jnp.linspace(0.5, 1.0, 7)[:, None, None]
+    sigma = jnp.array([0.05, 0.2])[None, :, None]
+    s_min = jnp.array([0.9, 0.95, 0.99])[None, None, :]
+    out = n_star(mu, sigma, s_min, 0.9, n_max=64)
+    assert out.shape == (7, 2, 3) and out.dtype == jnp.int32
+    jitted = jax.jit(lambda m, s, t: n_star(m, s, t, 0.9, n_max=64))
+    assert np.array_equal(jitted(mu, sigma, s_min), out)
+    # more confidence or a higher bar never asks for fewer samples
+    assert np.all(np.diff(np.asarray(out), axis=2) >= 0)
+
+
+def test_exceedance_probability_matches_scipy():
+    d = st.truncnorm(-0.9 / 0.1, 0.1 / 0.1, loc=0.9, scale=0.1)
+    for n in (1, 4, 32):
+        np.testing.assert_allclose(exceedance_probability(0.9, 0.1, 0.95, n), 1 - d.cdf(0.95) ** n, rtol=1e-12)
+
+
+def _official_loop(mu, sigma, s_min, alpha, n_max, grid=1000):
+    """A plain per-pair restatement of the official grid scan, with scipy."""
+    x = np.linspace(0, 1, grid)
+    d = st.truncnorm(-mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma)
+    cdf, pdf = d.cdf(x), d.pdf(x)
+    for n in range(1, n_max + 1):
+        dens = n * cdf ** (n - 1) * pdf
+        cum = np.cumsum(dens)
+        cum = cum / cum[-1]
+        if x[np.argmax(cum >= 1 - alpha)] >= s_min:
+            return n
+    return n_max
+
+
+def test_official_rule_matches_its_restatement_and_differs_rarely_from_closed_form():
+    rng = np.random.default_rng(1)
+    mu = rng.uniform(0.6, 1.2, 150)
+    sigma = rng.uniform(0.03, 0.3, 150)
+    s_min, alpha = 0.95, 0.9
+    ours = np.asarray(n_star_official(mu, sigma, s_min, alpha, n_max=64))
+    loop = np.array([_official_loop(m, s, s_min, alpha, 64) for m, s in zip(mu, sigma)])
+    assert np.mean(ours == loop) >= 0.98  # float rounding at exact grid ties only
+    closed = np.asarray(n_star(mu, sigma, s_min, alpha, n_max=64))
+    differ = ours != closed
+    # Report how often and by how much the grid rule departs from the closed form.
+    print(f"official grid rule vs closed form: {differ.mean():.1%} of pairs differ, max |ΔN| = "
+          f"{np.abs(ours - closed).max()}")
+    assert differ.mean() < 0.15
+    assert np.abs(ours - closed).max() <= 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    mu=hs.floats(0.0, 2.0),
+    log_sigma=hs.floats(np.log(0.01), np.log(1.0)),
+    s_min=hs.floats(0.5, 0.99),
+    alpha=hs.floats(0.5, 0.99),
+)
+def test_property_n_star_is_the_smallest_sufficient_n(mu, log_sigma, s_min, alpha):
+    sigma = float(np.exp(log_sigma))
+    n = int(n_star(mu, sigma, s_min, alpha, n_max=10_000))
+    if n < 10_000:
+        assert float(exceedance_probability(mu, sigma, s_min, n)) >= alpha - 1e-12
+    if n > 1:
+        assert float(exceedance_probability(mu, sigma, s_min, n - 1)) < alpha + 1e-12
+
+
+def test_posterior_predictive_reduces_to_plug_in_for_a_point_mass():
+    mu = jnp.full((50, 3), 0.9)
+    sigma = jnp.full((50, 3), 0.1)
+    pp = posterior_n_star(mu, sigma, 0.95, 0.9, n_max=64)
+    np.testing.assert_array_equal(pp, n_star(0.9, 0.1, 0.95, 0.9, n_max=64) * np.ones(3))
+
+
+def test_posterior_predictive_averages_f_to_the_n():
+    """Two equally likely laws: P = 1 − (F1^n + F2^n)/2, checked by hand."""
+    mu = jnp.array([0.8, 0.97])
+    sigma = jnp.array([0.1, 0.05])
+    d = [st.truncnorm(-m / s, (1 - m) / s, loc=m, scale=s) for m, s in zip([0.8, 0.97], [0.1, 0.05])]
+    n = np.arange(1, 200)
+    want = 1 - 0.5 * (d[0].cdf(0.95) ** n + d[1].cdf(0.95) ** n)
+    np.testing.assert_allclose(posterior_exceedance_probability(mu, sigma, 0.95, n), want, rtol=1e-10)
+    brute = next(k for k in n if want[k - 1] >= 0.9)
+    assert int(posterior_n_star(mu, sigma, 0.95, 0.9, n_max=199)) == brute
