@@ -54,7 +54,7 @@ def test_exact_when_f_is_within_1e12_of_one_or_zero():
     want = int(mp.ceil(mp.log(1 - mp.mpf("1e-7")) / mp.log(f)))
     assert int(n_star(mu, sigma, s, 1e-7)) == want
     # F(s_min) ~ 1e-13: a single sample is enough.
-    mu, sigma, s = 0.98, 0.005, 0.95
+    mu, sigma, s = 0.98, 0.004, 0.95
     assert f_mp(mu, sigma, s) < 1e-12
     assert int(n_star(mu, sigma, s, 0.99)) == 1
 
