@@ -1,0 +1,85 @@
+"""optscale-jax: probabilistically optimal inference-time scaling (OptScale) on JAX.
+
+An LLM samples answers to a question; a process reward model scores each in
+[0, 1]. The scores of one question are modelled as a normal truncated to
+[0, 1]; (μ, σ) are fitted from the scores seen so far (MLE: OptScale⁰; MAP with
+predicted priors: OptScaleᵗ), and sampling stops at
+N* = ceil(log(1 − α) / log F(s_min)).
+
+Submodules (the public names below are re-exported lazily, so that importing
+the package, e.g. in a grading worker process, does not start JAX):
+
+* :mod:`optscale_jax.distributions` — :class:`TruncatedNormal01`, moment maps
+* :mod:`optscale_jax.model` — the numpyro score model and its priors
+* :mod:`optscale_jax.fit` — batched MLE / MAP fits, NUTS posterior
+* :mod:`optscale_jax.nstar` — N*, exceedance probabilities
+* :mod:`optscale_jax.policies` — Best-of-N, SC, weighted SC, ESC, ASC, DSC, OptScale
+* :mod:`optscale_jax.pool`, :mod:`.grading`, :mod:`.synthetic` — completion pools
+* :mod:`optscale_jax.replay`, :mod:`.report` — replays, sweeps, tables and plots
+* :mod:`optscale_jax.engines`, :mod:`.online` — live sampling over vLLM / transformers
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "distributions": [
+        "TruncatedNormal01",
+        "moments",
+        "params_from_moments",
+        "truncnorm01_log_prob",
+        "truncnorm01_log_cdf",
+        "truncnorm01_log_sf",
+        "truncnorm01_icdf",
+    ],
+    "model": ["GaussianPrior", "Prior", "score_model", "log_joint", "weak_prior"],
+    "fit": [
+        "FitResult",
+        "FitStatus",
+        "PosteriorResult",
+        "fit_mle",
+        "fit_map",
+        "fit_prefixes",
+        "posterior",
+        "validate_scores",
+    ],
+    "nstar": [
+        "n_star",
+        "n_star_from_log_cdf",
+        "n_star_official",
+        "exceedance_probability",
+        "posterior_exceedance_probability",
+        "posterior_n_star",
+    ],
+    "pool": ["Pool", "PoolFormatError", "read_pool", "read_official", "read_search_and_learn",
+             "read_parquet", "write_parquet", "aggregate_step_scores"],
+    "grading": ["Grader", "equivalence_classes", "extract_answer", "extract_gold", "grade_pool"],
+    "synthetic": ["synthetic_pool"],
+    "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
+                 "DSC", "OptScale"],
+    "replay": ["replay", "sweep", "pareto_frontier", "bootstrap_ci", "ReplayResult", "SweepResult",
+               "OFFICIAL_GRID"],
+    "report": ["write_report", "plot_frontier", "table_markdown"],
+    "online": ["MRThinking", "Question", "RunResult"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_WHERE["run_live"] = "online"
+
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optscale_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"optscale_jax.{module}"), "run" if name == "run_live" else name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
