@@ -125,16 +125,19 @@ def _g_jvp(primals, tangents):
 def _d_left(s, t, diff, summ):
     """log Φ(s) − log Φ(t) for s <= t <= 0, with s − t and s + t given exactly.
 
-    For a narrow interval G(s) − G(t) would cancel; Simpson's rule on G' (error
-    O(diff⁵)) keeps it to full relative precision there.
+    For a narrow interval G(s) − G(t) would cancel; there the midpoint rule with
+    its third-order correction, diff·h(m) + diff³/24·h''(m) with h = G' and
+    h'' = λ(h² + λh − 1), λ = h − t the inverse Mills ratio (error O(diff⁵)),
+    keeps full relative precision from a single evaluation of h.
     """
     narrow_below = 0.05 if jnp.asarray(s).dtype == jnp.float32 else 1e-3
     narrow = jnp.abs(diff) < narrow_below
-    s_n = jnp.where(narrow, s, -1.0)
-    t_n = jnp.where(narrow, t, -1.0)
-    mid = 0.5 * (s_n + t_n)
-    simpson = jnp.where(narrow, diff, 0.0) * (_g_prime(s_n) + 4.0 * _g_prime(mid) + _g_prime(t_n)) / 6.0
-    g_diff = jnp.where(narrow, simpson, _g(s) - _g(t))
+    mid = jnp.where(narrow, 0.5 * (s + t), -1.0)
+    h = _g_prime(mid)
+    lam = h - mid
+    d = jnp.where(narrow, diff, 0.0)
+    midpoint = d * h + d**3 / 24.0 * lam * (h * h + lam * h - 1.0)
+    g_diff = jnp.where(narrow, midpoint, _g(s) - _g(t))
     return jnp.minimum(g_diff - 0.5 * diff * summ, 0.0)
 
 
@@ -186,18 +189,17 @@ def _log_density_formula(x, loc, scale):
 
 
 def _log_cdf_sf_inside(x, loc, scale):
-    """(log F(x), log(1 − F(x))) for x in [0, 1]."""
+    """(log F(x), log(1 − F(x))) for x in [0, 1].
+
+    With A = log P(0 ≤ S' ≤ x) and B = log P(x ≤ S' ≤ 1) for the untruncated S',
+    log F = −softplus(B − A) and log(1 − F) = −softplus(A − B): two intervals,
+    no normaliser, and B − A formed without cancellation.
+    """
     zero, one = jnp.zeros_like(x), jnp.ones_like(x)
-    xz, jz = _log_z(loc, scale)
     xc, jc = _interval(zero, x, loc, scale)
     xs, js = _interval(x, one, loc, scale)
-    log_cdf = jc - jz - _half_sq_diff(xc, xz, loc, scale)
-    log_sf = js - jz - _half_sq_diff(xs, xz, loc, scale)
-    # The side closer to 1 is recomputed from the other, which is accurate there.
-    half = -_LN2
-    log_cdf_fix = jnp.where(log_sf < half, log1mexp(jnp.minimum(log_sf, half)), log_cdf)
-    log_sf_fix = jnp.where(log_cdf < half, log1mexp(jnp.minimum(log_cdf, half)), log_sf)
-    return jnp.minimum(log_cdf_fix, 0.0), jnp.minimum(log_sf_fix, 0.0)
+    b_minus_a = js - jc - _half_sq_diff(xs, xc, loc, scale)
+    return -jax.nn.softplus(b_minus_a), -jax.nn.softplus(-b_minus_a)
 
 
 def _broadcast(*args):
