@@ -46,13 +46,14 @@ def test_replay_on_a_pool_file(tmp_path, pool_file) -> None:
     path, pool = pool_file
     out = tmp_path / "out"
     r = runner.invoke(make_app(), ["replay", str(path), "--grid", SMALL_GRID, "--out", str(out),
-                                   "--n-boot", "50", "--no-progress", "--mode", "both"])
+                                   "--n-boot", "50", "--no-progress", "--mode", "both", "--step", "2"])
     assert r.exit_code == 0, r.output
     for name in ("table1.md", "table1.csv", "table1.tex", "frontier.png", "results.json"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "results.json").read_text())
     assert data["pool"] == "toy" and data["synthetic"] is False
     assert len([x for x in data["records"] if x["method"] == "OptScale0"]) == 16  # 2 x 2 x 2 n_max x 2 modes
+    assert data["meta"]["step"] == 2
     rows = [row for row in csv.reader((out / "table1.csv").open()) if row and row[0]]
     assert any(row[0] == "Early-stopping SC (ESC) ($N=8$)" for row in rows)
     assert "BoN" in r.output and "ESC" in r.output and "toy" in r.output

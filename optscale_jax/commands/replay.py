@@ -164,6 +164,7 @@ def replay_command(
     policy: list[str] = typer.Option(["all"], "--policy", "-p", help="Method(s): all, BoN, SC, WeightedSC, ESC, ASC, DSC, OptScale0, OptScaleT. Repeatable."),
     grid: str = typer.Option("official", "--grid", help="'official' or 's_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16'."),
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot (the authors'), sequential, or both."),
+    step: int = typer.Option(1, "--step", min=1, help="Sequential OptScale: new samples between refits (b)."),
     out: Path = typer.Option(Path("optscale-replay"), "--out", "-o", help="Output directory."),
     prior: Path | None = typer.Option(None, "--prior", help="OptScaleᵗ prior: the authors' *_train_mu_sigma.json or an optscale-priors JSON. Default: a population prior."),
     prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
@@ -239,7 +240,7 @@ def replay_command(
     if prior is not None and "OptScaleT" in methods:
         prior_obj = load_prior_file(prior, pool.question_ids, prior_std)
 
-    result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar,
+    result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar, step=step,
                    n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
