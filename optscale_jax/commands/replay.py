@@ -11,11 +11,12 @@ import typer
 
 __all__ = ["register", "parse_grid", "load_prior_file"]
 
-_HELP = """Replay scaling methods over a pool of scored completions and write Table 1
-(markdown, CSV, LaTeX), the accuracy-vs-tokens plot and JSON into OUT.
-
-Without POOL, runs on the built-in synthetic twin of MATH-500 (500 questions x 64
-samples), labelled "synthetic" in every output."""
+_HELP = (
+    "Replay scaling methods over a pool of scored completions and write Table 1 (markdown, CSV, "
+    "LaTeX), the accuracy-vs-tokens plot and JSON into OUT.\n\n"
+    "Without POOL, runs on the built-in synthetic twin of MATH-500 (500 questions x 64 samples), "
+    "labelled \"synthetic\" in every output."
+)
 
 
 def parse_grid(spec: str) -> Any:
