@@ -466,7 +466,7 @@ def fit_mle(
     Examples:
         >>> r = fit_mle([[0.2, 0.4, 0.5, 0.6, 0.9]])
         >>> [round(float(v), 3) for v in (r.mu[0], r.sigma[0])], FitStatus(int(r.status[0])).name
-        ([0.519, 0.239], 'CONVERGED')
+        ([0.529, 0.279], 'CONVERGED')
     """
     s, m, single = _prepare(scores, mask)
     result = _fit_jit(s, m, None, likelihood, None, _bounds(sigma_bounds), int(max_iter))
