@@ -62,8 +62,8 @@ _EXPORTS = {
     "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
                  "DSC", "OptScale"],
     "replay": ["replay", "sweep", "pareto_frontier", "bootstrap_ci", "ReplayResult", "SweepResult",
-               "OFFICIAL_GRID"],
-    "report": ["write_report", "plot_frontier", "table_markdown"],
+               "OFFICIAL_GRID", "Grid"],
+    "report": ["write_report", "plot_frontier", "table_markdown", "table1_rows"],
     "online": ["MRThinking", "Question", "RunResult"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
