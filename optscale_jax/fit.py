@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import enum
 import math
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -267,7 +267,6 @@ def _newton_box(objective, vgh, theta0, lower, upper, max_iter: int, frozen=None
         jnp.asarray(0),
     )
     state = jax.lax.while_loop(cond, body, state0)
-    g = -state.grad
     on_edge = (state.theta <= lower + eps_lo) | (state.theta >= upper - eps_hi)
     return state.theta, state.value, jnp.any(on_edge, axis=-1), state.done, state.iterations
 
