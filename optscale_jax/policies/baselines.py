@@ -38,7 +38,26 @@ def _check_n(name: str, value: int, low: int = 1) -> int:
 
 
 @dataclass
-class BestOfN:
+class _FixedBudget:
+    """Shared part of the fixed-budget rules: always ask for ``n`` samples."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        self.n = _check_n(f"{type(self).__name__}.n", self.n)
+
+    @property
+    def n_max(self) -> int:
+        """Samples per question (fixed)."""
+        return self.n
+
+    def want(self, obs: Observed) -> np.ndarray:
+        """Ask for ``n`` samples everywhere."""
+        return np.full(obs.mask.shape[0], self.n, dtype=np.int64)
+
+
+@dataclass
+class BestOfN(_FixedBudget):
     """Best-of-N: draw ``n`` samples, keep the highest-scoring one.
 
     Selection follows :func:`~optscale_jax.policies.base.best_of_n_index`: answered
@@ -49,20 +68,7 @@ class BestOfN:
         n: samples per question.
     """
 
-    n: int
     name: str = "BoN"
-
-    def __post_init__(self) -> None:
-        self.n = _check_n("BestOfN.n", self.n)
-
-    @property
-    def n_max(self) -> int:
-        """Samples per question (fixed)."""
-        return self.n
-
-    def want(self, obs: Observed) -> np.ndarray:
-        """Ask for ``n`` samples everywhere."""
-        return np.full(obs.mask.shape[0], self.n, dtype=np.int64)
 
     def select(self, obs: Observed) -> np.ndarray:
         """Highest score among drawn answered samples; ties to the first drawn."""
@@ -70,7 +76,7 @@ class BestOfN:
 
 
 @dataclass
-class SelfConsistency:
+class SelfConsistency(_FixedBudget):
     """Self-consistency (Wang et al. 2023, ICLR, "Self-Consistency Improves Chain of
     Thought Reasoning"): draw ``n`` samples, keep the most frequent answer.
 
@@ -81,20 +87,7 @@ class SelfConsistency:
         n: samples per question.
     """
 
-    n: int
     name: str = "SC"
-
-    def __post_init__(self) -> None:
-        self.n = _check_n("SelfConsistency.n", self.n)
-
-    @property
-    def n_max(self) -> int:
-        """Samples per question (fixed)."""
-        return self.n
-
-    def want(self, obs: Observed) -> np.ndarray:
-        """Ask for ``n`` samples everywhere."""
-        return np.full(obs.mask.shape[0], self.n, dtype=np.int64)
 
     def select(self, obs: Observed) -> np.ndarray:
         """First occurrence of the majority answer (earliest answer wins ties)."""
@@ -102,7 +95,7 @@ class SelfConsistency:
 
 
 @dataclass
-class WeightedVote:
+class WeightedVote(_FixedBudget):
     """Score-weighted voting (weighted self-consistency, e.g. Li et al. 2023 "Making
     Large Language Models Better Reasoners with Step-Aware Verifier"): each answer
     gets the sum of its samples' verifier scores; the largest sum wins.
@@ -113,20 +106,7 @@ class WeightedVote:
         n: samples per question.
     """
 
-    n: int
     name: str = "WeightedSC"
-
-    def __post_init__(self) -> None:
-        self.n = _check_n("WeightedVote.n", self.n)
-
-    @property
-    def n_max(self) -> int:
-        """Samples per question (fixed)."""
-        return self.n
-
-    def want(self, obs: Observed) -> np.ndarray:
-        """Ask for ``n`` samples everywhere."""
-        return np.full(obs.mask.shape[0], self.n, dtype=np.int64)
 
     def select(self, obs: Observed) -> np.ndarray:
         """First occurrence of the answer with the largest score sum."""
