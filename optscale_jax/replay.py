@@ -517,6 +517,20 @@ def _record(base: dict[str, Any], correct: np.ndarray, tokens: np.ndarray, drawn
     return rec
 
 
+def _grid_records(
+    base: dict[str, Any], grid: Grid, correct: np.ndarray, tokens: np.ndarray, drawn: np.ndarray
+) -> list[dict[str, Any]]:
+    """One record per (s_min, 1 − α) of the grid from (Q, S, A) outcome arrays."""
+    return [
+        _record(
+            {**base, "s_min": s, "quantile": qv, "alpha": 1.0 - qv},
+            correct[:, si, ai], tokens[:, si, ai], drawn[:, si, ai],
+        )
+        for si, s in enumerate(grid.s_min)
+        for ai, qv in enumerate(grid.quantile)
+    ]
+
+
 def _baseline_ns(n_max_values: Iterable[int]) -> list[int]:
     top = max(n_max_values)
     ns, n = [], 1
@@ -561,13 +575,10 @@ def _optscale_records(
             )  # (Q, S, A)
             drawn = np.minimum(np.maximum(ns, k), n_max)
             correct, tokens, drawn = scorer.bon(drawn)
-            for si, s in enumerate(grid.s_min):
-                for ai, qv in enumerate(grid.quantile):
-                    recs.append(_record(
-                        {"method": method, "variant": variant, "mode": "oneshot", "n_max": n_max,
-                         "N": None, "k": k, "s_min": s, "quantile": qv, "alpha": 1.0 - qv},
-                        correct[:, si, ai], tokens[:, si, ai], drawn[:, si, ai],
-                    ))
+            recs.extend(_grid_records(
+                {"method": method, "variant": variant, "mode": "oneshot", "n_max": n_max, "N": None, "k": k},
+                grid, correct, tokens, drawn,
+            ))
             tick(f"{method} one-shot n_max={n_max}")
         timings[f"nstar_oneshot_{variant}"] = time.perf_counter() - t0
     if "sequential" in modes:
@@ -593,13 +604,11 @@ def _optscale_records(
             drawn = np.where(any_stop, lengths[first], cap[:, None, None])
             drawn = np.minimum(drawn, cap[:, None, None])
             correct, tokens, drawn = scorer.bon(drawn)
-            for si, s in enumerate(grid.s_min):
-                for ai, qv in enumerate(grid.quantile):
-                    recs.append(_record(
-                        {"method": method, "variant": variant, "mode": "sequential", "n_max": n_max,
-                         "N": None, "k": None, "s_min": s, "quantile": qv, "alpha": 1.0 - qv},
-                        correct[:, si, ai], tokens[:, si, ai], drawn[:, si, ai],
-                    ))
+            recs.extend(_grid_records(
+                {"method": method, "variant": variant, "mode": "sequential", "n_max": n_max, "N": None,
+                 "k": None},
+                grid, correct, tokens, drawn,
+            ))
             tick(f"{method} sequential n_max={n_max}")
         timings[f"nstar_sequential_{variant}"] = time.perf_counter() - t0
     return recs
