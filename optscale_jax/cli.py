@@ -8,7 +8,9 @@ imports them.
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import typer
 
@@ -33,6 +35,9 @@ def _build() -> None:
 
 def main() -> None:
     """Entry point of the ``optscale`` console script."""
+    # Reuse compiled solvers across invocations (a cold sweep compiles for seconds);
+    # set JAX_COMPILATION_CACHE_DIR to move it, or to "" to switch it off.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "optscale-jax" / "jax"))
     _build()
     app()
 
