@@ -331,13 +331,15 @@ def _observed(state: _State, n_max: int, classes: list[list[int]]) -> Observed:
     mask = np.zeros((q, n_max), dtype=bool)
     answer_ids = np.full((q, n_max), -1, dtype=np.int32)
     tokens = np.zeros((q, n_max), dtype=np.int64)
+    selectable = np.zeros((q, n_max), dtype=bool)
     for i, row in enumerate(state.samples):
         n = len(row)
         mask[i, :n] = True
         scores[i, :n] = [s.score for s in row]
         tokens[i, :n] = [s.tokens for s in row]
         answer_ids[i, :n] = classes[i][:n]
-    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens)
+        selectable[i, :n] = [bool(s.text.strip()) for s in row]
+    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens, selectable=selectable)
 
 
 def run(

@@ -115,6 +115,7 @@ def _observe(pool: Pool, drawn: np.ndarray) -> Observed:
         mask=m,
         answer_ids=np.where(m, pool.answer_ids, -1).astype(np.int32),
         tokens=np.where(m, pool.tokens, 0),
+        selectable=m & pool.selectable,
     )
 
 
@@ -392,9 +393,9 @@ def prefix_best_of_n(pool: Pool) -> np.ndarray:
         samples (same rule as :func:`~optscale_jax.policies.best_of_n_index`).
     """
     s, m = pool.scores, pool.mask
-    has = m & (pool.answer_ids >= 0)
-    # Answered samples beat unanswered ones; keys keep both groups in score order.
-    key = np.where(has, s + 2.0, np.where(m, s, -np.inf))
+    ok = m & pool.selectable
+    # Non-empty completions beat empty ones; keys keep both groups in score order.
+    key = np.where(ok, s + 2.0, np.where(m, s, -np.inf))
     q, n = s.shape
     out = np.zeros((q, n), dtype=np.int64)
     best = np.full(q, -np.inf)

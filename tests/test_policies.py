@@ -47,7 +47,8 @@ def random_pool(seed: int, q: int = 60, n: int = 12, min_len: int = 1, n_classes
 
 # ----------------------------------------------------------- plain restatements
 def ref_bon(scores, ids):
-    cand = [j for j in range(len(scores)) if ids[j] >= 0] or list(range(len(scores)))
+    # the authors' rule: highest score, answer or not (these pools have no empty completions)
+    cand = list(range(len(scores)))
     best = cand[0]
     for j in cand:
         if scores[j] > scores[best]:
@@ -162,11 +163,11 @@ def test_fixed_policies_match_restatements(seed: int, n: int) -> None:
             assert chosen[i] == ref(s, a), (policy.name, i)
 
 
-def test_best_of_n_never_picks_answerless_unless_nothing_else() -> None:
-    scores = np.array([[0.9, 0.1, 0.1], [0.9, 0.8, 0.3]])
-    ids = np.array([[-1, 2, 3], [-1, -1, -1]])
-    out = best_of_n_index(scores, np.ones((2, 3), bool), ids)
-    assert out.tolist() == [1, 0]
+def test_best_of_n_never_picks_an_empty_completion_unless_nothing_else() -> None:
+    scores = np.array([[0.9, 0.1, 0.1], [0.9, 0.8, 0.3], [0.2, 0.7, 0.7]])
+    selectable = np.array([[False, True, True], [False, False, False], [True, True, True]])
+    out = best_of_n_index(scores, np.ones((3, 3), bool), selectable)
+    assert out.tolist() == [1, 0, 1]
 
 
 def test_vote_tie_rules_documented() -> None:

@@ -218,3 +218,21 @@ def test_sweep_rejects_misaligned_prior() -> None:
     pool = score_pool(5, q=30, n=12)
     with pytest.raises(ValueError, match="prior field 'loc_mu' has shape \\(3,\\), the pool has 30"):
         sweep(pool, methods=("OptScaleT",), prior=gaussian_prior(np.full(3, 0.8), np.full(3, 0.1)))
+
+
+def test_best_of_n_follows_the_authors_rule_on_empty_and_unanswered_samples() -> None:
+    """An empty completion is never chosen (its score counts as 0); a non-empty sample
+    without an extractable answer can win on score and then counts as wrong."""
+    from optscale_jax.policies import BestOfN
+    from optscale_jax.replay import prefix_best_of_n, replay
+
+    pool = Pool.from_arrays(
+        [[0.2, 0.9, 0.95], [0.3, 0.8, 0.1]],
+        answer_ids=[[0, 0, -1], [0, -1, 0]],
+        correct=[[True, True, False], [True, False, True]],
+        empty=[[False, False, False], [False, True, False]],
+    )
+    res = replay(pool, BestOfN(3))
+    assert res.chosen.tolist() == [2, 0]  # row 0: unanswered 0.95 wins; row 1: the empty one is skipped
+    assert res.correct.tolist() == [False, True]
+    assert prefix_best_of_n(pool)[:, -1].tolist() == [2, 0]

@@ -39,12 +39,15 @@ class Observed:
         mask: ``(Q, N)`` bool, True = drawn; rows are prefix-contiguous.
         answer_ids: ``(Q, N)`` int32 answer class per question, -1 = no answer.
         tokens: ``(Q, N)`` int completion tokens.
+        selectable: ``(Q, N)`` bool, drawn samples that may be chosen (False for an
+            empty completion, which DESIGN.md says is never selected); None = all drawn.
     """
 
     scores: np.ndarray
     mask: np.ndarray
     answer_ids: np.ndarray
     tokens: np.ndarray
+    selectable: np.ndarray | None = None
 
     @property
     def n_drawn(self) -> np.ndarray:
@@ -73,33 +76,33 @@ class Policy(Protocol):
         ...
 
 
-def best_of_n_index(scores: np.ndarray, mask: np.ndarray, answer_ids: np.ndarray) -> np.ndarray:
-    """Best-of-N choice over the drawn samples of every row.
+def best_of_n_index(scores: np.ndarray, mask: np.ndarray, selectable: np.ndarray | None = None) -> np.ndarray:
+    """Best-of-N choice over the drawn samples of every row (the authors' ``bon.py`` rule).
 
-    The highest score among drawn samples that carry an answer (``answer_ids >= 0``);
-    samples without an answer (empty completions, unparsable outputs) are chosen only
-    when no drawn sample has one, and then by score alone. Ties go to the first drawn.
-    A row with nothing drawn gets index 0.
+    The highest score among drawn, selectable samples, whether or not an answer could
+    be extracted (an unanswered pick simply counts as wrong); an empty completion
+    (``selectable`` False) is chosen only when every drawn sample is empty. Ties go to
+    the first drawn. A row with nothing drawn gets index 0.
 
     Args:
         scores: ``(Q, N)`` scores.
         mask: ``(Q, N)`` drawn mask.
-        answer_ids: ``(Q, N)`` answer classes, -1 = no answer.
+        selectable: ``(Q, N)`` non-empty completions; default all.
 
     Returns:
         ``(Q,)`` int64 sample index.
 
     Examples:
         >>> best_of_n_index(np.array([[0.2, 0.9, 0.9]]), np.ones((1, 3), bool),
-        ...                 np.array([[0, -1, 1]])).tolist()
+        ...                 np.array([[True, False, True]])).tolist()
         [2]
     """
     s = np.asarray(scores, dtype=np.float64)
     m = np.asarray(mask, dtype=bool)
-    has = m & (np.asarray(answer_ids) >= 0)
-    # Scores live in [0, 1]: shifting answerless samples down by 2 ranks them below
-    # every answered sample while keeping their own order.
-    key = np.where(has, s, np.where(m, s - 2.0, -np.inf))
+    ok = m if selectable is None else m & np.asarray(selectable, dtype=bool)
+    # Scores live in [0, 1]: shifting empty completions down by 2 ranks them below
+    # every other drawn sample while keeping their own order.
+    key = np.where(ok, s, np.where(m, s - 2.0, -np.inf))
     return np.argmax(key, axis=1).astype(np.int64)
 
 

@@ -60,8 +60,8 @@ class _FixedBudget:
 class BestOfN(_FixedBudget):
     """Best-of-N: draw ``n`` samples, keep the highest-scoring one.
 
-    Selection follows :func:`~optscale_jax.policies.base.best_of_n_index`: answered
-    samples first, ties to the first drawn. This is the reference rule of the OptScale
+    Selection follows :func:`~optscale_jax.policies.base.best_of_n_index`: the highest
+    score, empty completions never (unless nothing else), ties to the first drawn. This is the reference rule of the OptScale
     paper (Wang et al. 2025, arXiv 2506.22376, Table 1 "Best-of-N").
 
     Args:
@@ -71,8 +71,8 @@ class BestOfN(_FixedBudget):
     name: str = "BoN"
 
     def select(self, obs: Observed) -> np.ndarray:
-        """Highest score among drawn answered samples; ties to the first drawn."""
-        return best_of_n_index(obs.scores, obs.mask, obs.answer_ids)
+        """Highest score among drawn non-empty samples; ties to the first drawn."""
+        return best_of_n_index(obs.scores, obs.mask, obs.selectable)
 
 
 @dataclass

@@ -248,4 +248,4 @@ class OptScale:
 
     def select(self, obs: Observed) -> np.ndarray:
         """Best-of-N over what was drawn."""
-        return best_of_n_index(obs.scores, obs.mask, obs.answer_ids)
+        return best_of_n_index(obs.scores, obs.mask, obs.selectable)
