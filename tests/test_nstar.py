@@ -152,3 +152,31 @@ def test_posterior_predictive_averages_f_to_the_n():
     np.testing.assert_allclose(posterior_exceedance_probability(mu, sigma, 0.95, n), want, rtol=1e-10)
     brute = next(k for k in n if want[k - 1] >= 0.9)
     assert int(posterior_n_star(mu, sigma, 0.95, 0.9, n_max=199)) == brute
+
+
+def test_float64_screening_equals_the_exact_float64_path():
+    """Large float64 batches take a float32 pass and recompute only doubtful pairs;
+    the answer must equal the all-float64 one, including ratios a hair from an integer."""
+    from optscale_jax.distributions import truncnorm01_log_cdf
+
+    rng = np.random.default_rng(7)
+    n = 20_000
+    for frac, wide in [(0.01, False), (0.04, False), (0.5, True)]:  # each branch of the screen
+        if wide:
+            mu, sigma = rng.uniform(-3, 3, n), np.exp(rng.uniform(np.log(1e-3), np.log(10), n))
+        else:
+            mu, sigma = rng.uniform(0.6, 1.3, n), rng.uniform(0.05, 0.3, n)
+        s_min = rng.uniform(0.5, 1, n)
+        alpha = rng.uniform(0.3, 0.999, n)
+        # Some pairs: alpha chosen so that log(1 - alpha) / log F = k (1 ± 1e-9).
+        log_f = np.asarray(truncnorm01_log_cdf(s_min, mu, sigma))
+        k = rng.integers(1, 60, n) * (1 + rng.choice([-1e-9, 1e-9], n))
+        near = (rng.random(n) < frac) & (log_f < -1e-3) & (k * log_f > -30)
+        alpha = np.where(near, -np.expm1(k * log_f), alpha)
+        want = np.asarray(n_star_from_log_cdf(log_f, alpha, n_max=64))
+        got = np.asarray(jax.jit(lambda *a: n_star(*a, n_max=64))(mu, sigma, s_min, alpha))
+        assert np.array_equal(got, want), (frac, np.flatnonzero(got != want)[:5])
+    # realistic inputs, where most pairs take the float32 answer
+    mu, sigma = rng.uniform(0.6, 1.3, n), rng.uniform(0.03, 0.3, n)
+    want = np.asarray(n_star_from_log_cdf(truncnorm01_log_cdf(0.95, mu, sigma), 0.9, n_max=64))
+    assert np.array_equal(np.asarray(n_star(mu, sigma, 0.95, 0.9, n_max=64)), want)
