@@ -105,8 +105,9 @@ def n_star(
         5
     """
     _check_alpha(alpha)
+    dtype = jnp.result_type(mu, sigma, s_min, float)  # alpha's precision does not set it
     mu, sigma, s_min, alpha = jnp.broadcast_arrays(
-        *(jnp.asarray(v, jnp.result_type(float)) for v in (mu, sigma, s_min, alpha))
+        *(jnp.asarray(v, dtype) for v in (mu, sigma, s_min, alpha))
     )
     if mu.dtype == jnp.float64 and mu.size >= _SCREEN_MIN_SIZE:
         return _n_star_screened(mu, sigma, s_min, alpha, n_min=n_min, n_max=n_max)
@@ -175,9 +176,9 @@ def _n_star_screened(mu, sigma, s_min, alpha, *, n_min, n_max):
 
         return branch
 
-    caps = [max(256, size // 64), max(256, size // 16)]
-    which = jnp.searchsorted(jnp.asarray(caps), count)  # 0, 1, or 2 = too many
-    out = jax.lax.switch(which, [exact_some(caps[0]), exact_some(caps[1]), exact_all])
+    caps = [max(256, size // 64), max(256, size // 16), max(256, size // 4)]
+    which = jnp.searchsorted(jnp.asarray(caps), count)  # len(caps) = too many
+    out = jax.lax.switch(which, [*(exact_some(c) for c in caps), exact_all])
     return out.reshape(shape)
 
 
