@@ -232,15 +232,32 @@ def _newton_box(objective, vgh, theta0, lower, upper, max_iter: int, frozen=None
         scale = jnp.maximum(jnp.abs(jnp.diagonal(h, axis1=-2, axis2=-1)), finfo.tiny)
         free_g = ~((at_lo & (g > 0)) | (at_hi & (g < 0)))
         grad_dir = jnp.where(free_g & jnp.isfinite(g / scale), -g / scale, 0.0)
+        # Where the Newton step runs through a bound, stop that coordinate on the bound
+        # and take the Newton step of the other one given that move (a projected step
+        # alone is not an ascent direction when the Hessian couples the two).
+        full = theta + direction
+        crossing = (full < lower) | (full > upper)
+        move = jnp.clip(full, lower, upper) - theta
+        other = 1 - jnp.arange(2)
+        h_other = jnp.take_along_axis(h, other[None, :, None], axis=-1)[..., 0]  # h[i, 1-i]
+        diag = jnp.diagonal(h, axis1=-2, axis2=-1)
+        cross_move = jnp.where(crossing, move, 0.0)[:, other]
+        d_rest = -(g + h_other * cross_move) / jnp.where(diag > 0, diag, jnp.inf)
+        to_bound = jnp.where(crossing, move, jnp.where(crossing[:, other], d_rest, direction))
+        to_bound = jnp.where(jnp.isfinite(to_bound) & free, to_bound, 0.0)
         steps = _STEPS.astype(dtype)[:, None, None]
         cand = jnp.concatenate(
-            [theta[None] + steps * direction[None], theta[None] + steps * grad_dir[None]]
+            [
+                theta[None] + steps * direction[None],
+                theta[None] + steps * to_bound[None],
+                theta[None] + steps * grad_dir[None],
+            ]
         )
         cand = jnp.clip(cand, lower, upper)
-        cand_val = jax.vmap(objective)(cand)  # (2K, Q)
+        cand_val = jax.vmap(objective)(cand)  # (3K, Q)
         gain = jnp.einsum("qi,kqi->kq", grad, cand - theta[None])
         ok = jnp.isfinite(cand_val) & (cand_val >= value[None] + 1e-4 * gain) & (cand_val > value[None])
-        first = jnp.argmax(ok, axis=0)
+        first = jnp.argmax(jnp.where(ok, cand_val, -jnp.inf), axis=0)  # best passing candidate
         any_ok = jnp.any(ok, axis=0)
         rows = jnp.arange(theta.shape[0])
         new_theta = jnp.where(any_ok[:, None], cand[first, rows], theta)
