@@ -175,7 +175,7 @@ def _value_grad_hess(objective, theta):
     return value, grad, 0.5 * (hess + jnp.swapaxes(hess, -1, -2))
 
 
-_STEPS = 2.0 ** -jnp.arange(0, 30, 2, dtype=float)  # line-search step sizes 1, 1/4, ...
+_STEPS = 4.0 ** -jnp.arange(0, 10, dtype=float)  # line-search step sizes 1, 1/4, ..., 4^-9
 
 
 def _newton_box(objective, vgh, theta0, lower, upper, max_iter: int, frozen=None):
