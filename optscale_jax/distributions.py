@@ -378,11 +378,8 @@ def moments(loc: ArrayLike, scale: ArrayLike) -> tuple[jax.Array, jax.Array]:
         (0.5, 0.288675)
     """
     loc, scale = _broadcast(loc, scale)
-    reflected = loc < 0.5
-    loc_c = jnp.where(reflected, 1.0 - loc, loc)
-    m1_u, var_u, _, _ = _moments_c(loc_c, scale)
-    mean_c = 1.0 - scale * m1_u
-    return jnp.where(reflected, 1.0 - mean_c, mean_c), scale * jnp.sqrt(var_u)
+    mean, var, _, _ = _central_moments(loc, scale)
+    return mean, jnp.sqrt(var)
 
 
 def _central_moments(loc, scale):

@@ -35,7 +35,7 @@ from jax.typing import ArrayLike
 from numpyro.distributions import Distribution
 
 from optscale_jax.distributions import _HALF_LOG_2PI, _central_moments, _log_z
-from optscale_jax.model import GaussianPrior, Prior, as_prior, log_joint, weak_prior
+from optscale_jax.model import GaussianPrior, Prior, as_prior, log_joint, score_model, weak_prior
 
 __all__ = [
     "FitStatus",
@@ -588,7 +588,7 @@ def fit_prefixes(
 
 
 @jax.jit
-def _moment_match_impl(mean, std):
+def _moment_match(mean, std):
     shape = mean.shape
     m = mean.reshape(-1)
     s = std.reshape(-1)
@@ -604,10 +604,6 @@ def _moment_match_impl(mean, std):
     loc, scale = _from_natural(theta)
     ok = valid & ~on_edge & done
     return loc.reshape(shape), scale.reshape(shape), ok.reshape(shape)
-
-
-def _moment_match(mean, std):
-    return _moment_match_impl(mean, std)
 
 
 # ----------------------------------------------------------------------------
@@ -657,8 +653,6 @@ def posterior(
         A :class:`PosteriorResult`.
     """
     from numpyro.infer import MCMC, NUTS
-
-    from optscale_jax.model import score_model
 
     s, m = validate_scores(scores, mask)
     if prior is None:
