@@ -40,8 +40,8 @@ def load(relpath: str, *names: str, extra: dict | None = None) -> types.SimpleNa
     """Execute the named top-level definitions of one of the authors' files.
 
     Module-level imports are executed first; an import that fails here (vllm, a GPU-only
-    package) is skipped, and so is any other statement. Top-level assignments of plain
-    constants are kept, since definitions may read them.
+    package) is skipped, and so is any other statement. Top-level assignments are
+    kept where they run (constants, compiled patterns), since definitions read them.
 
     Args:
         relpath: file relative to the code directory, e.g. ``"BoN_OptScale/utils.py"``.
@@ -69,8 +69,11 @@ def load(relpath: str, *names: str, extra: dict | None = None) -> types.SimpleNa
                 continue
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             exec(compile(ast.Module([node], []), str(path), "exec"), ns)
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            exec(compile(ast.Module([node], []), str(path), "exec"), ns)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            try:  # constants and compiled patterns; script-only assignments may fail here
+                exec(compile(ast.Module([node], []), str(path), "exec"), ns)
+            except Exception:  # noqa: BLE001
+                continue
     missing = [n for n in names if n not in ns]
     if missing:
         raise AttributeError(f"{relpath} defines no {missing}")
