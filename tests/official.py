@@ -18,7 +18,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from conftest import _shared_data
 
 
