@@ -7,10 +7,10 @@ a row come first), so "the first n drawn samples" is always ``[:, :n]``.
 
 Empty completions. A real sample whose completion text is empty (the generator
 produced nothing) stays in the pool (``mask`` True: it was drawn and its tokens
-were paid for) but is marked in :attr:`Pool.empty`; its score is 0, its answer
-``None``, its answer class -1 and it is never correct. Selection rules must never
-pick it: use :attr:`Pool.selectable` (``mask & ~empty``) or rely on score 0
-together with answer class -1.
+were paid for) but is marked in :attr:`Pool.empty`; it keeps its stored PRM score
+(the authors' scorer gives an empty completion a real score and their fits use it),
+its answer is ``None``, its answer class -1 and it is never correct. Selection rules
+must never pick it: use :attr:`Pool.selectable` (``mask & ~empty``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Pool:
             samples of each row, or ``None``.
         synthetic: True for the built-in synthetic twin; every output must label it.
         empty: ``(Q, N)`` bool, True for a real sample whose completion was empty
-            (never selectable). ``None`` on construction means no empty completions.
+            (never selectable; its stored score is kept and enters the fits). ``None`` on
+            construction means no empty completions.
         metadata: free-form JSON-serialisable information (source file, aggregation...).
 
     Construction validates shapes, the prefix-contiguous mask, and that every real
@@ -195,7 +196,8 @@ class Pool:
         else:
             empty = arr("empty", self.empty, bool).astype(bool, copy=True)
         empty &= mask
-        scores[empty] = 0.0
+        # An empty completion keeps its stored score (fits use it, as the authors' do);
+        # it has no answer and is never selected (see ``selectable``).
         answers[empty] = None
         answer_ids[empty] = -1
         correct[empty] = False
@@ -452,7 +454,8 @@ class Pool:
             answers: same layout; default ``None``.
             answer_ids: same layout; default -1.
             correct: same layout; default False.
-            empty: same layout; True for empty completions; default False.
+            empty: same layout; True for empty completions (their scores are kept);
+                default False.
             question_ids: default ``"0", "1", ...``.
             dataset: dataset name.
             prompts: question texts.
@@ -728,7 +731,7 @@ def _samples_from_fields(
                     f"aggregate={aggregate!r} needs per-step scores; this file has one "
                     "(already averaged) score per completion",
                 )
-        out_scores.append(0.0 if is_empty else value)
+        out_scores.append(value)  # stored score kept for empty completions too
         answers.append(None if is_empty else extract_answer(text))
         empty.append(is_empty)
     return out_scores, out_tokens, answers, empty, step_scores
@@ -832,8 +835,11 @@ def read_official(
 
     Args:
         path: the pool file.
-        prompts: optional prompts file with gold answers (see :func:`read_prompts`);
-            record ``id`` k (1-based) is matched with its k-th entry, else by position.
+        prompts: optional prompts file with gold answers (see :func:`read_prompts`).
+            Record k is matched with entry k, by position, as the authors' evaluation
+            does (``bon.py``); the pool may cover a prefix of the prompts. Ids are
+            informational; integer ids must count from 0 or from 1 in record order, and
+            a record's ``problem`` text, when present, must equal its entry's.
         dataset: dataset name (default: the prompts file's stem, else the pool's).
         aggregate: step-score aggregation, one of :data:`AGGREGATIONS`.
         prompt_key: key of the question text in the prompts file.
@@ -842,7 +848,8 @@ def read_official(
         The pool (answers extracted, not graded: call :func:`optscale_jax.grading.grade_pool`).
 
     Raises:
-        PoolFormatError: naming the file, record and field that is malformed.
+        PoolFormatError: naming the file, record and field that is malformed, including a
+            record whose id or ``problem`` contradicts its position (never a silent shift).
     """
     if aggregate not in AGGREGATIONS:
         raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
@@ -861,6 +868,10 @@ def read_official(
     texts: list[str | None] = []
     gold: list[str | None] = []
     cols: dict[str, list[Any]] = {"scores": [], "tokens": [], "answers": [], "empty": [], "steps": []}
+    # Records are matched to prompts by position, as the authors' evaluation does; ids are
+    # informational (their scorer writes position + 1), but integer ids must agree with it.
+    id_offset: tuple[int, int] | None = None  # (offset, first record with an integer id)
+    seen_ids: dict[str, int] = {}
     for k, item in enumerate(data):
         rec = f"record {k}"
         if not isinstance(item, dict):
@@ -904,17 +915,39 @@ def read_official(
                 "last_scores": "score.last_scores",
             },
         )
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            if id_offset is None:
+                if qid - k not in (0, 1):
+                    raise PoolFormatError(
+                        path, rec, "id",
+                        f"id {qid} contradicts the record's position {k}: records are matched to "
+                        "prompts by position, so ids must count from 0 (id = position) or from 1 "
+                        "(id = position + 1)",
+                    )
+                id_offset = (qid - k, k)
+            elif qid != k + id_offset[0]:
+                off, first = id_offset
+                raise PoolFormatError(
+                    path, rec, "id",
+                    f"id {qid} contradicts the record's position {k}: expected {k + off} (record "
+                    f"{first} has id {first + off}, so ids count from {off}); records are matched "
+                    "to prompts by position",
+                )
+        if str(qid) in seen_ids:
+            raise PoolFormatError(path, rec, "id", f"duplicate id (also record {seen_ids[str(qid)]})")
+        seen_ids[str(qid)] = k
         problem = sc.get("problem")
         if isinstance(problem, list):
             problem = problem[0] if problem else None
         if p_texts is not None:
-            pos = qid - 1 if isinstance(qid, int) and 1 <= qid <= len(p_texts) else k
-            if isinstance(problem, str) and problem.strip() != p_texts[pos].strip():
+            if isinstance(problem, str) and problem.strip() != p_texts[k].strip():
                 raise PoolFormatError(
-                    path, rec, "score.problem", f"does not match entry {pos} of prompts file {prompts}"
+                    path, rec, "score.problem",
+                    f"does not match entry {k} of prompts file {prompts} (records are matched to "
+                    "prompts by position)",
                 )
-            texts.append(p_texts[pos])
-            gold.append(p_gold[pos])
+            texts.append(p_texts[k])
+            gold.append(p_gold[k])
         else:
             texts.append(problem if isinstance(problem, str) else None)
         qids.append(str(qid))

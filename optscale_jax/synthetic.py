@@ -219,8 +219,9 @@ def synthetic_pool(
         seed: random seed; the pool is a deterministic function of all arguments.
         n_questions: number of questions (default: the benchmark's size, e.g. 500).
         params: override the calibrated :class:`TwinParams` (e.g. ``dataclasses.replace``).
-        empty_rate: probability that a sample is an empty completion (score 0, no answer,
-            never selectable; see :mod:`optscale_jax.pool`). Default 0.
+        empty_rate: probability that a sample is an empty completion (no answer, never
+            selectable, its drawn score kept as a PRM score; see :mod:`optscale_jax.pool`).
+            Default 0.
 
     Returns:
         A graded pool with ``synthetic=True``, dataset ``"<name> (synthetic)"``, gold
@@ -269,8 +270,7 @@ def synthetic_pool(
     codes = np.where(correct, 0, codes)
     empty = rng.random((q, n)) < empty_rate if empty_rate > 0 else np.zeros((q, n), dtype=bool)
     codes = np.where(empty, -1, codes)
-    correct = correct & ~empty
-    scores = np.where(empty, 0.0, scores)
+    correct = correct & ~empty  # an empty completion keeps its drawn score (fits use it)
     answer_ids = _first_appearance_ids(codes)
 
     gold_vals = rng.integers(10, 1000, size=q)

@@ -124,7 +124,8 @@ def test_empty_completions_are_never_selectable():
     )
     assert pool.mask.tolist() == [[True, True]]  # drawn and paid for
     assert pool.selectable.tolist() == [[False, True]]
-    assert pool.scores[0, 0] == 0.0 and pool.answers[0, 0] is None
+    # the stored score is kept (fits use it, as the authors' do); no answer, never correct
+    assert pool.scores[0, 0] == 0.9 and pool.answers[0, 0] is None
     assert not pool.correct[0, 0] and pool.answer_ids[0, 0] == -1
 
 
@@ -329,13 +330,13 @@ def test_official_reader_with_prompts(tmp_path):
     assert pool.question_ids == ["1", "2"]
     assert pool.gold == ["1234", "7"]
     assert pool.prompts == ["Q1?", "Q2?"]
-    assert pool.scores.tolist() == [[0.9, 0.0, 0.7], [0.25, 0.0, 0.0]]
+    assert pool.scores.tolist() == [[0.9, 0.4, 0.7], [0.25, 0.0, 0.0]]  # empty keeps 0.4
     assert pool.tokens.tolist() == [[100, 0, 50], [12, 0, 0]]
     assert pool.answers.tolist() == [["1234", None, None], ["\\frac{1}{2}", None, None]]
     assert pool.empty.tolist() == [[False, True, False], [False, False, False]]
     assert pool.step_scores is None
     last = read_pool(pool_file, prompts=prompts, aggregate="last")
-    assert last.scores.tolist() == [[0.95, 0.0, 0.6], [0.5, 0.0, 0.0]]
+    assert last.scores.tolist() == [[0.95, 0.1, 0.6], [0.5, 0.0, 0.0]]
     with pytest.raises(PoolFormatError, match="needs per-step scores"):
         read_official(pool_file, aggregate="min")
 
@@ -485,19 +486,30 @@ def test_detect_format_unknown(tmp_path):
 
 
 @pytest.mark.data
-def test_official_reader_matches_records_to_real_prompts_by_id(shared_data, tmp_path):
+def test_official_reader_matches_records_to_real_prompts_by_position(shared_data, tmp_path):
     prompts = shared_data / "benchmarks" / "math500.json"
     raw = json.loads(prompts.read_text())
+    for first in (0, 1):  # ids are informational: counting from 0 or from 1 gives the same pool
+        f = _write(
+            tmp_path / f"MATH500_pool_{first}.json",
+            [
+                _official_record(first, ["\\boxed{1}"], [0.5], [10], problem=raw[0]["problem"]),
+                _official_record(first + 1, ["\\boxed{2}", "x"], [0.25, 0.75], [20, 30]),
+            ],
+        )
+        pool = read_pool(f, prompts=prompts)
+        assert pool.question_ids == [str(first), str(first + 1)]
+        assert pool.gold == [raw[0]["answer"], raw[1]["answer"]]
+        assert pool.prompts == [raw[0]["problem"], raw[1]["problem"]]
+        assert pool.dataset == "math500"
+        assert pool.n_samples.tolist() == [1, 2]
+    # an id order that contradicts the position is an error, never a silent shift
     f = _write(
-        tmp_path / "MATH500_pool.json",
+        tmp_path / "shuffled.json",
         [
-            _official_record(3, ["\\boxed{1}"], [0.5], [10], problem=raw[2]["problem"]),
-            _official_record(1, ["\\boxed{2}", "x"], [0.25, 0.75], [20, 30]),
+            _official_record(3, ["\\boxed{1}"], [0.5], [10]),
+            _official_record(1, ["\\boxed{2}"], [0.25], [20]),
         ],
     )
-    pool = read_pool(f, prompts=prompts)
-    assert pool.question_ids == ["3", "1"]
-    assert pool.gold == [raw[2]["answer"], raw[0]["answer"]]
-    assert pool.prompts == [raw[2]["problem"], raw[0]["problem"]]
-    assert pool.dataset == "math500"
-    assert pool.n_samples.tolist() == [1, 2]
+    with pytest.raises(PoolFormatError, match=r"shuffled.json: record 0 \(id 3\): field 'id': id 3"):
+        read_pool(f, prompts=prompts)

@@ -344,7 +344,7 @@ def test_priors_file_round_trip_aligned_to_ids(tmp_path):
     # plain JSON, readable without this package
     raw = json.loads(path.read_text())
     assert raw["format"] == "optscale-priors" and raw["question_ids"] == ids
-    with pytest.raises(KeyError, match="'z'"):
+    with pytest.raises(ValueError, match="no prior for question 'z'"):
         load_priors(path, ["a", "z"])
     with pytest.raises(ValueError, match="scale_mu must be > 0"):
         write_priors(tmp_path / "q.json", ids, [1, 2, 3], [0.1, 0.1, 0.1], 0.0, 0.1)
@@ -363,11 +363,12 @@ def test_priors_feed_the_core_gaussian_prior(tmp_path):
 def test_official_priors_reader(tmp_path):
     f = tmp_path / "off.json"
     f.write_text(json.dumps([[0.5, 0.1], [0.6, -0.02]]))
-    p = read_official_priors(f, ["x", "y"])
+    with pytest.warns(UserWarning, match="1 of 2 prior centres of sigma are <= 0"):
+        p = read_official_priors(f, ["x", "y"])
     np.testing.assert_array_equal(p.loc_mu, [0.5, 0.6])
-    np.testing.assert_array_equal(p.loc_sigma, [0.1, 1e-3])  # negative centre clipped
+    np.testing.assert_array_equal(p.loc_sigma, [0.1, -0.02])  # used as stored, like the authors
     np.testing.assert_array_equal(p.scale_sigma, [0.1, 0.1])
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="has 2 .mu, sigma. records, the pool has 1 questions"):
         read_official_priors(f, ["x"])
 
 

@@ -125,7 +125,14 @@ def test_curves_match_brute_force_loops():
 def test_empty_completions_are_marked_and_never_selected():
     pool = synthetic_pool("math500", 16, seed=0, n_questions=300, empty_rate=0.2)
     assert 0.15 < pool.empty.mean() < 0.25
-    assert (pool.scores[pool.empty] == 0).all()
+    # an empty completion keeps its drawn score (the fits use it) but is never selected
+    assert (pool.scores[pool.empty] > 0).all()
+    from optscale_jax.replay import prefix_best_of_n
+
+    picks = prefix_best_of_n(pool)
+    rows = np.arange(pool.n_questions)[:, None]
+    has_choice = np.cumsum(pool.selectable, axis=1) > 0
+    assert not pool.empty[rows, picks][has_choice].any()
     assert all(a is None for a in pool.answers[pool.empty])
     assert (pool.answer_ids[pool.empty] == -1).all() and not pool.correct[pool.empty].any()
     assert (pool.tokens[pool.empty] > 0).all()  # drawn and paid for

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -65,70 +64,41 @@ def parse_grid(spec: str) -> Any:
         raise typer.BadParameter(str(e), param_hint="--grid") from None
 
 
-def load_prior_file(path: Path, question_ids: list[str], std: float) -> Any:
-    """Per-question MAP prior for OptScaleᵗ from a file.
+def load_prior_file(path: Path, question_ids: list[str], std: float, positions: Any = None) -> Any:
+    """Per-question MAP prior for OptScaleᵗ from a file, for the CLI.
 
-    Two formats: the authors' ``*_train_mu_sigma.json`` (a list of ``[mu, sigma]``
-    per question, in pool row order) or an ``optscale-priors`` JSON (columns
-    ``question_ids``, ``loc_mu``, ``scale_mu``, ``loc_sigma``, ``scale_sigma``,
-    matched by question id).
+    Reads through :func:`optscale_jax.priors.read_priors` (the one reader): the authors'
+    ``*_train_mu_sigma.json`` (a list of ``[mu, sigma]``, matched by position, centres
+    used as stored) or an ``optscale-priors`` JSON (matched by question id). A warning
+    (centres sigma <= 0) is printed as one line; a malformed file is one ``error:`` line
+    and exit code 2.
 
     Args:
         path: the file.
         question_ids: the pool's question ids.
         std: prior std for the list format.
+        positions: rows of the authors' list to take (e.g. the first ``--limit`` questions).
 
     Returns:
         A ``GaussianPrior`` with one entry per question.
 
     Raises:
-        typer.BadParameter: naming the file and the bad record.
+        typer.Exit: code 2, after printing the error line.
     """
-    from optscale_jax.model import GaussianPrior
-    from optscale_jax.policies import gaussian_prior
+    import warnings
 
-    hint = "--prior"
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise typer.BadParameter(f"{path}: cannot read JSON ({e})", param_hint=hint) from None
-    q = len(question_ids)
-    if isinstance(data, list):
-        if len(data) != q:
-            raise typer.BadParameter(f"{path}: {len(data)} [mu, sigma] records, the pool has {q} questions", param_hint=hint)
-        arr = np.full((q, 2), np.nan)
-        for i, rec in enumerate(data):
-            if not (isinstance(rec, (list, tuple)) and len(rec) == 2):
-                raise typer.BadParameter(f"{path}: record {i} is not a [mu, sigma] pair", param_hint=hint)
-            try:
-                arr[i] = [float(rec[0]), float(rec[1])]
-            except (TypeError, ValueError):
-                raise typer.BadParameter(f"{path}: record {i}: {rec!r} is not numeric", param_hint=hint) from None
+    from optscale_jax.priors import load_prior
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            return gaussian_prior(arr[:, 0], arr[:, 1], std, std)
-        except ValueError as e:
-            raise typer.BadParameter(f"{path}: {e}", param_hint=hint) from None
-    if isinstance(data, dict) and data.get("format") == "optscale-priors":
-        ids = [str(x) for x in data.get("question_ids", [])]
-        index = {qid: i for i, qid in enumerate(ids)}
-        missing = [qid for qid in question_ids if qid not in index]
-        if missing:
-            raise typer.BadParameter(f"{path}: no prior for question {missing[0]!r} ({len(missing)} missing)", param_hint=hint)
-        rows = [index[qid] for qid in question_ids]
-        cols = {}
-        for field in ("loc_mu", "scale_mu", "loc_sigma", "scale_sigma"):
-            if field not in data:
-                raise typer.BadParameter(f"{path}: field {field!r} missing", param_hint=hint)
-            col = np.asarray(data[field], dtype=np.float64)
-            if col.shape != (len(ids),):
-                raise typer.BadParameter(f"{path}: field {field!r} has {col.shape[0]} entries, question_ids {len(ids)}", param_hint=hint)
-            cols[field] = col[rows]
-        bad = ~np.isfinite(np.stack(list(cols.values()))).all(axis=0) | (cols["loc_sigma"] <= 0) | (cols["scale_mu"] <= 0) | (cols["scale_sigma"] <= 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise typer.BadParameter(f"{path}: prior of question {question_ids[i]!r} is not finite/positive", param_hint=hint)
-        return GaussianPrior(cols["loc_mu"], cols["scale_mu"], cols["loc_sigma"], cols["scale_sigma"])
-    raise typer.BadParameter(f"{path}: expected a list of [mu, sigma] or an optscale-priors JSON object", param_hint=hint)
+            prior = load_prior(path, question_ids, positions=positions, width=std)
+        except ValueError as e:  # PriorsFileError names file, record and field
+            typer.echo(f"error: --prior {' '.join(str(e).split())}", err=True)
+            raise typer.Exit(code=2) from None
+    for w in caught:
+        typer.echo(f"warning: {' '.join(str(w.message).split())}", err=True)
+    return prior
 
 
 def _summary_table(result: Any) -> Any:
@@ -177,6 +147,7 @@ def replay_command(
     nstar: str = typer.Option("closed", "--nstar", help="N* rule: closed (closed form) or official (the authors' grid scan)."),
     grade: str = typer.Option("auto", "--grade", help="Grade answers against gold with math-verify: auto (when the pool has gold answers but no answer classes), yes, no."),
     seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
+    vote: str = typer.Option("official", "--vote", help="Vote rule of SC/ESC/ASC/DSC: official (the authors': exact extracted strings, 'no answer' votes and can win) or math-verify (equivalence classes; 'no answer' does not vote)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from rich.console import Console
@@ -200,6 +171,8 @@ def replay_command(
         raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot, sequential or both", param_hint="--mode")
     if nstar not in ("closed", "official"):
         raise typer.BadParameter(f"unknown N* rule {nstar!r}; choose closed or official", param_hint="--nstar")
+    if vote not in ("official", "math-verify"):
+        raise typer.BadParameter(f"unknown vote rule {vote!r}; choose official or math-verify", param_hint="--vote")
     if grade not in ("auto", "yes", "no"):
         raise typer.BadParameter(f"unknown grading choice {grade!r}; choose auto, yes or no", param_hint="--grade")
     the_grid = parse_grid(grid)
@@ -238,11 +211,15 @@ def replay_command(
         console.print("[bold yellow]warning:[/] the pool's answers are not graded (no gold answers): "
                       "every sample counts as wrong and voting has no answer classes")
     prior_obj = None
-    if prior is not None and "OptScaleT" in methods:
+    if prior is not None and "OptScaleT" not in methods:
+        typer.echo(f"error: --prior {prior}: no chosen policy reads a prior (only OptScaleT, the MAP "
+                   f"variant, does; chosen: {', '.join(methods)})", err=True)
+        raise typer.Exit(code=2)
+    if prior is not None:
         prior_obj = load_prior_file(prior, pool.question_ids, prior_std)
 
     result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar, step=step,
-                   n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress)
+                   n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
     console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
-__all__ = ["ENGINES", "POLICIES", "make_engines", "make_policy", "register"]
+__all__ = ["ENGINES", "POLICIES", "engine_spec", "make_engines", "make_policy", "register"]
 
 ENGINES = ("vllm", "openai", "transformers")
 POLICIES = ("BoN", "SC", "WeightedSC", "ESC", "ASC", "DSC", "OptScale0", "OptScaleT", "MR-Thinking")
@@ -16,7 +17,10 @@ _HELP = """Sample live: ask the engine for more completions only for the questio
 policy has not stopped, score them with the PRM, and write OUT/samples.jsonl (append-only,
 resumable: run the same command again after a crash), OUT/pool.parquet (for `optscale
 replay`) and OUT/summary.json (accuracy, tokens, samples per question, tokens saved
-against Best-of-n_max)."""
+against Best-of-n_max). One run per OUT at a time (OUT/run.lock); a rerun resumes only
+with the same settings (model, PRM, sampling, policy, prior, questions, aggregation,
+seed) and names every option that differs; --no-resume moves an old run aside to
+OUT/previous-<k>/ and starts afresh."""
 
 
 def make_policy(
@@ -163,6 +167,41 @@ def make_engines(
     raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
+def engine_spec(
+    engine: str,
+    model: str,
+    prm: str,
+    *,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    max_tokens: int = 32768,
+    system_prompt: str | None = None,
+    dtype: str = "auto",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header fields of the (sampler, PRM) that :func:`make_engines` would build, without loading.
+
+    A subset of what the engines' ``describe()`` returns once loaded (the hub
+    revision is known only then), so a resume with other settings can be refused
+    before any model is loaded.
+    """
+    from optscale_jax.engines.base import model_identity
+
+    def ident(ref: str) -> dict[str, Any]:
+        return {"model": model_identity(ref)["model"]} if engine != "openai" else {"model": ref}
+
+    sampling = {"temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens),
+                "system_prompt": system_prompt}
+    if engine == "transformers":
+        dt = "float32" if dtype == "auto" else dtype
+        return ({"backend": "transformers", **ident(model), **sampling, "dtype": dt},
+                {"backend": "transformers-prm", **ident(prm), "dtype": dt})
+    if engine == "vllm":
+        return ({"backend": "vllm", **ident(model), **sampling, "dtype": dtype},
+                {"backend": "vllm-prm", **ident(prm), "dtype": dtype})
+    return ({"backend": "openai", **ident(model), "chat": True, **sampling},
+            {"backend": "openai-prm", **ident(prm)})
+
+
 def run_command(
     engine: str = typer.Option(..., "--engine", "-e", help="Backend: vllm (in process), openai (a vLLM server over HTTP), transformers (CPU)."),
     model: str = typer.Option(..., "--model", "-m", help="Generator model id or path (served model name for --engine openai)."),
@@ -196,14 +235,16 @@ def run_command(
     api_key: str | None = typer.Option(None, "--api-key", envvar="OPTSCALE_API_KEY", help="Bearer token for the servers (--engine openai)."),
     dtype: str = typer.Option("auto", "--dtype", help="Weights dtype."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow checkpoint code (transformers PRM)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue a run found in OUT."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run found in OUT (it must have the same settings); --no-resume moves it to OUT/previous-<k>/ and starts afresh."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run a scaling policy live (see the command help)."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from optscale_jax.engines.base import EngineError
-    from optscale_jax.online import load_benchmark, run
+    from optscale_jax.engines.base import EngineError, check_model_ref
+    from optscale_jax.engines.prm import AGGREGATIONS
+    from optscale_jax.online import check_run_dir, load_benchmark, lock_run_dir, run, run_header
 
     console = Console()
     if engine not in ENGINES:
@@ -217,33 +258,61 @@ def run_command(
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--dataset") from None
     prior_obj = None
+    if prior is not None and policy.strip().lower() != "optscalet":
+        typer.echo(f"error: --prior {prior}: policy {policy!r} does not read a prior (only OptScaleT, "
+                   "the MAP variant, does)", err=True)
+        raise typer.Exit(code=2)
     if prior is not None:
         from optscale_jax.commands.replay import load_prior_file
 
-        prior_obj = load_prior_file(prior, [q.id for q in questions], prior_std)
+        # the authors' [mu, sigma] list follows the benchmark's order: --limit takes its first rows
+        prior_obj = load_prior_file(prior, [q.id for q in questions], prior_std,
+                                    positions=None if limit is None else range(len(questions)))
     try:
         pol = make_policy(policy, n_max, s_min=s_min, quantile=quantile, mode=mode, prior=prior_obj,
                           n_questions=len(questions))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--policy") from None
+    if aggregate not in AGGREGATIONS:
+        raise typer.BadParameter(f"unknown aggregation {aggregate!r}; choose from {', '.join(AGGREGATIONS)}",
+                                 param_hint="--aggregate")
+    # What decides the samples beyond the options: the prior file's bytes.
+    provenance = None if prior is None else {
+        "prior_file": {"sha256": hashlib.sha256(Path(prior).read_bytes()).hexdigest()}}
+    if engine in ("transformers", "vllm"):  # a missing local model is an error before anything loads
+        for ref, flag in ((model, "--model"), (prm, "--prm")):
+            try:
+                check_model_ref(ref, flag)
+            except ValueError as e:
+                _fail(console, str(e))
+    spec_engine, spec_prm = engine_spec(engine, model, prm, temperature=temperature, top_p=top_p,
+                                        max_tokens=max_tokens, dtype=dtype)
     try:
-        eng, scorer = make_engines(
-            engine, model, prm, base_url=base_url, prm_base_url=prm_base_url, temperature=temperature,
-            top_p=top_p, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, prm_gpu_memory_utilization=prm_gpu_memory_utilization,
-            api_key=api_key,
-            concurrency=concurrency, timeout=timeout, max_retries=max_retries,
-            trust_remote_code=trust_remote_code,
-        )
-        result = run(questions, eng, scorer, pol, out=out, batch=batch, token_budget=token_budget,
-                     aggregate=aggregate, seed=seed, dataset=name, resume=resume, progress=progress)
+        with lock_run_dir(out):
+            # refuse a bad log or other settings before loading any model
+            check_run_dir(out, run_header(questions, pol, engine=spec_engine, prm=spec_prm, aggregate=aggregate,
+                                          seed=seed, batch=batch, dataset=name, provenance=provenance),
+                          resume=resume)
+            eng, scorer = make_engines(
+                engine, model, prm, base_url=base_url, prm_base_url=prm_base_url, temperature=temperature,
+                top_p=top_p, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                gpu_memory_utilization=gpu_memory_utilization,
+                prm_gpu_memory_utilization=prm_gpu_memory_utilization, api_key=api_key,
+                concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+                trust_remote_code=trust_remote_code,
+            )
+            result = run(questions, eng, scorer, pol, out=out, batch=batch, token_budget=token_budget,
+                         aggregate=aggregate, seed=seed, dataset=name, resume=resume, progress=progress,
+                         provenance=provenance)
     except EngineError as e:
-        console.print(f"[bold red]engine error:[/] {e}")
-        console.print(f"Everything scored so far is in {out}/samples.jsonl; run the same command to resume.")
+        console.print(f"[bold red]engine error:[/] {escape(str(e))}", soft_wrap=True)
+        console.print(f"Everything scored so far is in {out}/samples.jsonl; run the same command to resume.",
+                      soft_wrap=True)
         raise typer.Exit(code=3) from None
     except ValueError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(code=2) from None
+        _fail(console, str(e))
+    if result.summary.get("moved_aside"):
+        console.print(f"the previous run in {out} was moved to {result.summary['moved_aside']}", soft_wrap=True)
     s = result.summary
     acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.1f}%"
     console.print(
@@ -253,6 +322,14 @@ def run_command(
         f"{s['waves']} waves."
     )
     console.print(f"pool: {out}/pool.parquet (optscale replay {out}/pool.parquet), summary: {out}/summary.json")
+
+
+def _fail(console: Any, message: str, code: int = 2) -> NoReturn:
+    """One-line error (markup-safe, never wrapped), then exit with ``code``."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code=code)
 
 
 def register(app: typer.Typer) -> None:

@@ -71,7 +71,8 @@ def gaussian_prior(
 
     Args:
         loc_mu: ``(Q,)`` prior centres of mu (e.g. a predictor's output).
-        loc_sigma: ``(Q,)`` prior centres of sigma (must be > 0).
+        loc_sigma: ``(Q,)`` prior centres of sigma, finite; a centre <= 0 is allowed (the
+            authors' predictor files have some): the prior on sigma > 0 then favours small sigma.
         scale_mu: prior std of mu.
         scale_sigma: prior std of sigma.
 
@@ -84,14 +85,18 @@ def gaussian_prior(
     ls = np.asarray(loc_sigma, dtype=np.float64).reshape(-1)
     if lm.shape != ls.shape:
         raise ValueError(f"prior centres differ in length: loc_mu {lm.shape}, loc_sigma {ls.shape}")
-    bad = ~np.isfinite(lm) | ~np.isfinite(ls) | (ls <= 0)
+    bad = ~np.isfinite(lm) | ~np.isfinite(ls)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"prior centres of question {i}: (mu, sigma) = ({lm[i]!r}, {ls[i]!r}) must be finite with sigma > 0"
+            f"prior centres of question {i}: (mu, sigma) = ({float(lm[i])!r}, {float(ls[i])!r}) "
+            "must be finite"
         )
-    if not (scale_mu > 0 and scale_sigma > 0):
-        raise ValueError("prior scales must be > 0")
+    if not (np.isfinite(scale_mu) and np.isfinite(scale_sigma) and scale_mu > 0 and scale_sigma > 0):
+        raise ValueError(
+            f"prior scales must be finite and > 0, got scale_mu={float(scale_mu)!r}, "
+            f"scale_sigma={float(scale_sigma)!r}"
+        )
     return GaussianPrior(lm, np.full_like(lm, scale_mu), ls, np.full_like(ls, scale_sigma))
 
 
