@@ -432,15 +432,39 @@ _fit_jit = jax.jit(_fit_impl, static_argnames=("likelihood", "sigma_bounds", "ma
 
 
 def _bounds(sigma_bounds) -> tuple[float, float]:
-    lo, hi = (float(v) for v in sigma_bounds)
+    try:
+        lo, hi = (float(v) for v in sigma_bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_bounds must be a pair (low, high), got {sigma_bounds!r}") from None
     if not 0.0 < lo < hi < math.inf:
-        raise ValueError(f"sigma_bounds must satisfy 0 < low < high < inf, got {sigma_bounds}")
+        raise ValueError(f"sigma_bounds must satisfy 0 < low < high < inf, got ({lo}, {hi})")
     return lo, hi
+
+
+def _max_iter(max_iter) -> int:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
+    return int(max_iter)
+
+
+def _check_gaussian_prior(prior: GaussianPrior) -> None:
+    """Scales must be positive and every field finite (host arrays only: no device sync)."""
+    for name, value in zip(prior._fields, prior, strict=True):
+        if isinstance(value, jax.Array):
+            continue
+        v = np.asarray(value, dtype=float)
+        bad = ~np.isfinite(v) | ((v <= 0) if name != "loc_mu" else False)
+        if np.any(bad):
+            first = float(np.broadcast_to(v, np.shape(bad))[bad].reshape(-1)[0])
+            need = "finite" if name == "loc_mu" else "finite and > 0"
+            raise ValueError(f"prior.{name} must be {need}, got {first}")
 
 
 def _prepare(scores, mask):
     s, m = validate_scores(scores, mask)
     single = np.ndim(scores) == 1
+    if s.shape[1] == 0:  # zero-width rows: no sample anywhere, every question is NO_DATA
+        s, m = np.full((s.shape[0], 1), 0.5), np.zeros((s.shape[0], 1), bool)
     dtype = jnp.result_type(float)
     return jnp.asarray(s, dtype), jnp.asarray(m), single
 
@@ -485,7 +509,7 @@ def fit_mle(
         ([0.529, 0.279], 'CONVERGED')
     """
     s, m, single = _prepare(scores, mask)
-    result = _fit_jit(s, m, None, likelihood, None, _bounds(sigma_bounds), int(max_iter))
+    result = _fit_jit(s, m, None, likelihood, None, _bounds(sigma_bounds), _max_iter(max_iter))
     return _squeeze(result, single)
 
 
@@ -530,13 +554,19 @@ def fit_map(
     """
     s, m, single = _prepare(scores, mask)
     q = s.shape[0]
+    bounds, iters = _bounds(sigma_bounds), _max_iter(max_iter)
+    if init is not None:
+        sig0 = None if isinstance(init[1], jax.Array) else np.asarray(init[1], dtype=float)
+        if sig0 is not None and np.any(~(sig0 > 0)):
+            raise ValueError(f"init sigma must be > 0, got {float(np.ravel(sig0)[~(np.ravel(sig0) > 0)][0])}")
     if isinstance(prior, GaussianPrior):
+        _check_gaussian_prior(prior)
         fields = [jnp.broadcast_to(jnp.asarray(f, s.dtype), (q,)) for f in prior]
         if init is None:
             init = (fields[0], jnp.clip(fields[2], sigma_bounds[0], sigma_bounds[1]))
         prior = GaussianPrior(*fields)
     prior = as_prior(prior)
-    result = _fit_jit(s, m, prior, likelihood, init, _bounds(sigma_bounds), int(max_iter))
+    result = _fit_jit(s, m, prior, likelihood, init, bounds, iters)
     return _squeeze(result, single)
 
 
@@ -566,7 +596,18 @@ def fit_prefixes(
     """
     s, m = validate_scores(scores, mask)
     q, n = s.shape
-    lengths = np.arange(1, n + 1) if lengths is None else np.asarray(lengths, int)
+    if lengths is None:
+        lengths = np.arange(1, n + 1)
+    else:
+        raw = np.asarray(lengths)
+        if raw.ndim != 1 or not np.issubdtype(raw.dtype, np.integer) or raw.size == 0:
+            raise ValueError(f"lengths must be a non-empty 1-D list of whole numbers, got {lengths!r}")
+        if ((raw < 0) | (raw > n)).any():
+            bad = int(raw[(raw < 0) | (raw > n)][0])
+            raise ValueError(f"lengths must lie in [0, {n}] (the row width), got {bad}")
+        lengths = raw.astype(int)
+    if n == 0:  # zero-width rows: every prefix is empty (NO_DATA)
+        s, m, n = np.full((q, 1), 0.5), np.zeros((q, 1), bool), 1
     pos = np.arange(n)
     masks = m[:, None, :] & (pos[None, None, :] < lengths[None, :, None])  # (Q, L, N)
     flat_s = np.broadcast_to(s[:, None, :], masks.shape).reshape(-1, n)

@@ -12,6 +12,8 @@ even when F(s_min) is within 1e-12 of 0 or 1.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +39,63 @@ def _check_alpha(alpha) -> None:
         return
     a = np.asarray(alpha, float)
     if np.any(~((a > 0) & (a < 1))):
-        raise ValueError(f"alpha must lie in (0, 1) (a target probability such as 0.95), got {alpha!r}")
+        bad = float(a.reshape(-1)[np.flatnonzero(~((a > 0) & (a < 1)))[0]])
+        raise ValueError(f"alpha must lie in (0, 1) (a target probability such as 0.95), got {bad}")
+
+
+def _host(x) -> np.ndarray | None:
+    """``x`` as a NumPy array when it lives on the host (Python scalars, lists, NumPy).
+
+    jax arrays, traced or concrete, are not inspected: checking them would cost a
+    device sync (and under ``jit`` their values are unknown).
+    """
+    if isinstance(x, jax.Array):
+        return None
+    try:
+        return np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_bad(values: np.ndarray, bad: np.ndarray) -> float:
+    return float(np.broadcast_to(values, bad.shape)[bad].reshape(-1)[0])
+
+
+def _check_counts(n_min, n_max, *, n_max_required: bool = False) -> None:
+    """``1 <= n_min <= n_max`` (whole numbers); ``n_max=None`` means no upper bound."""
+    for name, v in (("n_min", n_min), ("n_max", n_max)):
+        if v is None:
+            if name == "n_max" and not n_max_required:
+                continue
+            raise ValueError(f"{name} must be a whole number >= 1, got None")
+        if isinstance(v, jax.core.Tracer):
+            raise ValueError(f"{name} must be a concrete whole number (static under jit), got a traced value")
+        whole = (
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and float(v) == int(v)
+        )
+        if not whole:
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1 (a number of samples), got {int(v)}")
+    if n_max is not None and int(n_min) > int(n_max):
+        raise ValueError(f"n_min ({int(n_min)}) must not exceed n_max ({int(n_max)})")
+
+
+def _check_law(sigma, s_min) -> None:
+    """sigma > 0 (NaN allowed: no fit) and s_min in [0, 1], for host inputs only."""
+    s = _host(sigma)
+    if s is not None:
+        bad = s <= 0
+        if bad.any():
+            raise ValueError(f"sigma must be > 0 (NaN for 'no fit'), got {_first_bad(s, bad)}")
+    t = _host(s_min)
+    if t is not None:
+        bad = ~((t >= 0) & (t <= 1))
+        if bad.any():
+            raise ValueError(f"s_min must lie in [0, 1] (a PRM score), got {_first_bad(t, bad)}")
 
 
 def n_star_from_log_cdf(
@@ -62,6 +120,7 @@ def n_star_from_log_cdf(
         5
     """
     _check_alpha(alpha)
+    _check_counts(n_min, n_max)
     log_f = jnp.asarray(log_f)
     target = jnp.log1p(-jnp.asarray(alpha, log_f.dtype))  # log(1 - alpha) < 0
     hi = _INT_MAX if n_max is None else int(n_max)
@@ -87,31 +146,45 @@ def n_star(
 
     Broadcasts over all array arguments and is jit-able; millions of pairs per
     call are cheap (see ``benchmarks/bench_core.py``). A NaN fit (no data)
-    gives ``n_max``.
+    gives ``n_max``; μ = +∞ (every score at 1) gives ``n_min`` for s_min < 1.
+
+    Arguments are checked when they live on the host (Python numbers, lists, NumPy
+    arrays): ``sigma <= 0`` or ``s_min`` outside [0, 1] raise. jax arrays are not
+    inspected (no device sync; under ``jit`` values are unknown): there σ ≤ 0 gives
+    ``n_max`` (the CDF is NaN) and ``s_min`` > 1 gives ``n_max``, < 0 gives ``n_min``.
 
     Args:
         mu: location μ of the score law.
         sigma: scale σ > 0.
         s_min: score the best sample should reach.
         alpha: target probability of reaching it, in (0, 1) (e.g. 0.95).
-        n_min: smallest answer.
-        n_max: largest answer (default: int32 max).
+        n_min: smallest answer, >= 1.
+        n_max: largest answer, >= n_min (default: int32 max).
 
     Returns:
         int32 array of the broadcast shape.
+
+    Raises:
+        ValueError: naming the argument: ``alpha`` outside (0, 1), ``n_min < 1``,
+            ``n_max < n_min``, or (host inputs) ``sigma <= 0``, ``s_min`` outside [0, 1].
 
     Examples:
         >>> int(n_star(0.5, 0.2, 0.5, 0.95))  # F(0.5) = 1/2
         5
     """
     _check_alpha(alpha)
+    _check_counts(n_min, n_max)
+    _check_law(sigma, s_min)
     dtype = jnp.result_type(mu, sigma, s_min, float)  # alpha's precision does not set it
     mu, sigma, s_min, alpha = jnp.broadcast_arrays(
         *(jnp.asarray(v, dtype) for v in (mu, sigma, s_min, alpha))
     )
     if mu.dtype == jnp.float64 and mu.size >= _SCREEN_MIN_SIZE:
-        return _n_star_screened(mu, sigma, s_min, alpha, n_min=n_min, n_max=n_max)
-    return n_star_from_log_cdf(truncnorm01_log_cdf(s_min, mu, sigma), alpha, n_min=n_min, n_max=n_max)
+        out = _n_star_screened(mu, sigma, s_min, alpha, n_min=n_min, n_max=n_max)
+    else:
+        out = n_star_from_log_cdf(truncnorm01_log_cdf(s_min, mu, sigma), alpha, n_min=n_min, n_max=n_max)
+    # mu = +inf: the law is a point mass at 1, F(s_min) = 0 below 1, so one sample is enough.
+    return jnp.where(jnp.isposinf(mu) & (s_min < 1), jnp.int32(n_min), out)
 
 
 _SCREEN_MIN_SIZE = 4096
@@ -200,6 +273,10 @@ def exceedance_probability(
         >>> round(float(exceedance_probability(0.5, 0.2, 0.5, 3)), 6)
         0.875
     """
+    _check_law(sigma, s_min)
+    n_host = _host(n)
+    if n_host is not None and (n_host < 0).any():
+        raise ValueError(f"n must be >= 0 (a number of samples), got {_first_bad(n_host, n_host < 0)}")
     log_f = truncnorm01_log_cdf(s_min, mu, sigma)
     return -jnp.expm1(jnp.asarray(n, log_f.dtype) * log_f)
 
@@ -235,6 +312,10 @@ def n_star_official(
         int32 array of the broadcast shape of (mu, sigma, s_min, alpha).
     """
     _check_alpha(alpha)
+    _check_counts(n_min, n_max, n_max_required=True)
+    _check_law(sigma, s_min)
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 2:
+        raise ValueError(f"grid must be a whole number of points >= 2, got {grid!r}")
     mu, sigma, s_min, alpha = jnp.broadcast_arrays(*(jnp.asarray(v, float) for v in (mu, sigma, s_min, alpha)))
     shape = mu.shape
     mu, sigma, s_min, alpha = (v.reshape(-1, 1) for v in (mu, sigma, s_min, alpha))
@@ -308,6 +389,7 @@ def posterior_n_star(
         int32 array of shape ``(Q,)`` (or scalar).
     """
     _check_alpha(alpha)
+    _check_counts(n_min, n_max, n_max_required=True)
     ns = jnp.arange(n_min, n_max + 1)
     prob = posterior_exceedance_probability(mu_draws, sigma_draws, s_min, ns)
     ok = prob >= jnp.asarray(alpha)[..., None]
