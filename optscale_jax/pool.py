@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1168,17 +1169,46 @@ def read_parquet(path: str | Path) -> Pool:
     raw = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
     if raw is None:
         raise PoolFormatError(path, None, None, "no optscale_jax.pool schema metadata (not written by write_parquet)")
-    meta = json.loads(raw)
+    where = "schema metadata"
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PoolFormatError(path, where, PARQUET_METADATA_KEY.decode(), f"invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PoolFormatError(path, where, PARQUET_METADATA_KEY.decode(), f"expected a JSON object, got {type(meta).__name__}")
     if meta.get("format_version") != PARQUET_FORMAT_VERSION:
-        raise PoolFormatError(path, None, "format_version", f"unsupported version {meta.get('format_version')!r}")
+        raise PoolFormatError(path, where, "format_version", f"unsupported version {meta.get('format_version')!r}")
+    kinds = {"dataset": (str,), "n_max": (int,), "synthetic": (bool,), "has_prompts": (bool,),
+             "has_gold": (bool,), "has_step_scores": (bool,)}
+    for key, types in kinds.items():
+        if key not in meta:
+            raise PoolFormatError(path, where, key, "missing")
+        if not isinstance(meta[key], types) or (key == "n_max" and (isinstance(meta[key], bool) or meta[key] < 0)):
+            want = {"dataset": "a string", "n_max": "a whole number >= 0"}.get(key, "true or false")
+            raise PoolFormatError(path, where, key, f"expected {want}, got {meta[key]!r}")
+    if not isinstance(meta.get("metadata", {}), dict):
+        raise PoolFormatError(path, where, "metadata", f"expected a JSON object, got {meta['metadata']!r}")
     expected = _parquet_schema()
     for name in expected.names:
         if name not in table.column_names:
             raise PoolFormatError(path, None, name, "missing column")
     cols = {name: table.column(name).to_pylist() for name in expected.names}
     q = table.num_rows
-    n = int(meta["n_max"])
     lengths = [len(r) if r is not None else 0 for r in cols["scores"]]
+    # Padding beyond the longest row carries no data. It is kept (round trips are exact)
+    # unless it would dwarf the data: then the width is bounded by the longest row, so a
+    # corrupt or hostile n_max (say 10^9) cannot allocate gigabytes of padding.
+    n = int(meta["n_max"])
+    longest = max(lengths, default=0)
+    if n > longest and q * n > max(16 * sum(lengths), 1 << 20):
+        n = longest
+    seen: dict[str, int] = {}
+    for i, qid in enumerate(cols["question_id"]):
+        if qid is None:
+            raise PoolFormatError(path, f"row {i}", "question_id", "is null; expected a non-empty string id")
+        if qid in seen:
+            raise PoolFormatError(path, f"row {i}", "question_id", f"duplicate id {qid!r} (also row {seen[qid]})")
+        seen[qid] = i
     for i in range(q):
         for name in ("scores", "tokens", "answers", "answer_ids", "correct", "empty"):
             row = cols[name][i]
@@ -1188,7 +1218,7 @@ def read_parquet(path: str | Path) -> Pool:
                     f"has {0 if row is None else len(row)} entries, 'scores' has {lengths[i]}",
                 )
         if lengths[i] > n:
-            raise PoolFormatError(path, f"row {i}", "scores", f"{lengths[i]} samples exceed n_max {n}")
+            raise PoolFormatError(path, f"row {i}", "scores", f"{lengths[i]} samples exceed n_max {meta['n_max']}")
 
     def pad(name: str, fill: Any, dtype: Any) -> np.ndarray:
         out = np.full((q, n), fill, dtype=dtype)
@@ -1213,8 +1243,24 @@ def read_parquet(path: str | Path) -> Pool:
         step_scores=cols["step_scores"] if meta["has_step_scores"] else None,
         synthetic=bool(meta["synthetic"]),
         empty=pad("empty", False, bool),
-        metadata=meta["metadata"],
+        metadata=meta.get("metadata", {}),
     )
+
+
+def _check_pool_file(path: Path) -> None:
+    """A readable, non-empty regular file (not a directory, FIFO, device or symlink loop)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise PoolFormatError(path, None, None, "no such file") from None
+    except OSError as exc:  # symlink loop, permission denied, name too long ...
+        raise PoolFormatError(path, None, None, f"cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PoolFormatError(path, None, None, "is a directory; expected a pool file (Parquet, JSON Lines or JSON)")
+    if not stat.S_ISREG(st.st_mode):
+        raise PoolFormatError(path, None, None, "is not a regular file (a FIFO, socket or device); expected a pool file")
+    if st.st_size == 0:
+        raise PoolFormatError(path, None, None, "is empty; expected a pool file (Parquet, JSON Lines or JSON)")
 
 
 def detect_format(path: str | Path) -> str:
@@ -1230,10 +1276,18 @@ def detect_format(path: str | Path) -> str:
         The format name.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
+    _check_pool_file(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise PoolFormatError(path, None, None, f"cannot read it ({exc.strerror or exc})") from None
     if head[:4] == b"PAR1":
         return "parquet"
+    if head[:2] == b"\x1f\x8b":
+        raise PoolFormatError(path, None, None, "is gzip-compressed; decompress it first (gunzip)")
+    if head[:4] == b"PK\x03\x04":
+        raise PoolFormatError(path, None, None, "is a zip archive; extract the pool file first")
     stripped = head.lstrip()
     if stripped.startswith(b"{"):
         return "search_and_learn"
@@ -1260,16 +1314,42 @@ def read_pool(
         aggregate: step-score aggregation for the JSON formats, one of :data:`AGGREGATIONS`.
 
     Returns:
-        The pool.
+        The pool, with at least one question.
+
+    Raises:
+        PoolFormatError: naming the file (and record, field) for a missing, empty,
+            compressed or malformed file, a pool without questions, non-UTF-8 text, or
+            ``prompts`` given with a format that does not read them.
     """
-    fmt = detect_format(path) if format == "auto" else format
-    if fmt == "parquet":
-        pool = read_parquet(path)
-        if dataset is not None:
-            pool.dataset = dataset
-        return pool
-    if fmt == "search_and_learn":
-        return read_search_and_learn(path, dataset=dataset, aggregate=aggregate)
-    if fmt == "official":
-        return read_official(path, prompts, dataset=dataset, aggregate=aggregate)
-    raise ValueError(f"unknown pool format {fmt!r}")
+    path = Path(path)
+    if format == "auto":
+        fmt = detect_format(path)
+    else:
+        _check_pool_file(path)
+        fmt = format
+    if fmt not in ("parquet", "search_and_learn", "official"):
+        raise ValueError(f"unknown pool format {fmt!r}: use auto, parquet, search_and_learn or official")
+    if prompts is not None and fmt != "official":
+        raise PoolFormatError(
+            prompts, None, None,
+            f"a prompts file is only read with the authors' JSON pool format; {path} is {fmt} "
+            "(its gold answers come from the pool itself)",
+        )
+    try:
+        if fmt == "parquet":
+            pool = read_parquet(path)
+            if dataset is not None:
+                pool.dataset = dataset
+        elif fmt == "search_and_learn":
+            pool = read_search_and_learn(path, dataset=dataset, aggregate=aggregate)
+        else:
+            pool = read_official(path, prompts, dataset=dataset, aggregate=aggregate)
+    except UnicodeDecodeError as exc:
+        raise PoolFormatError(path, None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError as exc:
+        raise PoolFormatError(exc.filename or path, None, None, "is a directory; expected a file") from None
+    except FileNotFoundError as exc:
+        raise PoolFormatError(exc.filename or path, None, None, "no such file") from None
+    if pool.n_questions == 0:
+        raise PoolFormatError(path, None, None, "has no questions")
+    return pool
