@@ -1,8 +1,14 @@
 """Answer extraction, math-verify grading with bounded time, answer equivalence classes.
 
-* :func:`extract_answer` takes the content of the **last** ``\\boxed{...}`` (or
-  ``\\fbox{...}``) of a completion, with nested braces; :func:`extract_gold` reduces a
+* :func:`extract_answer` takes the content of the **last** ``\\boxed{...}`` of a
+  completion, with nested braces, exactly as the OptScale authors extract it
+  (``rule="official"``, the default: the string their majority vote counts); the
+  ``"lenient"`` rule also reads ``\\fbox{...}``, ``\\boxed 5`` and ``\\boxed {x}``, strips
+  whitespace and gives ``None`` for an empty box. :func:`extract_gold` reduces a
   GSM8K worked solution (``... #### 42``) to its number.
+* :func:`vote_classes` builds the classes majority voting counts: ``"official"``
+  (exact extracted strings, "no answer" a class of its own that can win) or
+  ``"math-verify"`` (the pool's equivalence classes, "no answer" never votes).
 * :class:`Grader` compares answers with `math-verify <https://github.com/huggingface/Math-Verify>`_,
   gold first (``verify(gold, answer)``), with math-verify's own ``signal.alarm``
   timeouts switched off (``parse(..., parsing_timeout=None)``,
@@ -38,10 +44,14 @@ __all__ = [
     "equivalence_classes",
     "extract_answer",
     "extract_boxed",
+    "extract_boxed_official",
     "extract_gold",
     "grade_pool",
     "math_verify_equal",
     "search_and_learn_agreement",
+    "EXTRACTION_RULES",
+    "VOTE_RULES",
+    "vote_classes",
 ]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -125,15 +135,82 @@ def extract_boxed(text: str | None) -> str | None:
     return text[a:b].strip()
 
 
-def extract_answer(completion: str | None) -> str | None:
+def extract_boxed_official(text: str | None) -> str | None:
+    """The OptScale authors' extraction: content of the last ``\\boxed{...}``, verbatim.
+
+    Same strings as the authors' ``get_answer`` (``SC/utils.py``): only ``\\boxed{``
+    written with its brace right after it counts; the content is the balanced-brace
+    text up to the matching ``}`` (a backslash does not escape a brace), returned
+    without stripping, ``""`` for an empty box; matches do not overlap (a box inside a
+    matched box is part of its content) and a box whose braces never close is skipped,
+    the search going on one character later (so a complete box inside it still counts).
+
+    Args:
+        text: a completion.
+
+    Returns:
+        The content of the last complete box, or ``None``.
+
+    Examples:
+        >>> extract_boxed_official(r"\\boxed{1} then \\boxed{ \\frac{1}{2} }")
+        ' \\\\frac{1}{2} '
+        >>> extract_boxed_official(r"\\fbox{3} or \\boxed 5") is None
+        True
+    """
+    if not text:
+        return None
+    last: str | None = None
+    key = "\\boxed{"
+    n = len(text)
+    pos = text.find(key)
+    while pos >= 0:
+        start = pos + len(key)
+        depth = 0
+        m = start
+        end = -1
+        while m < n:
+            ch = text[m]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                if depth == 0:
+                    end = m
+                    break
+                depth -= 1
+            m += 1
+        if end >= 0:
+            last = text[start:end]
+            pos = text.find(key, end + 1)
+        else:
+            pos = text.find(key, pos + 1)
+    return last
+
+
+#: Answer extraction rules of :func:`extract_answer`.
+EXTRACTION_RULES: tuple[str, ...] = ("official", "lenient")
+
+
+def extract_answer(completion: str | None, rule: str = "official") -> str | None:
     """Final answer of a completion: the last box's content, ``None`` when there is none.
 
     Args:
         completion: the completion text (``None`` or empty gives ``None``).
+        rule: ``"official"`` (default): the authors' string, verbatim
+            (:func:`extract_boxed_official`; an empty box gives ``""``);
+            ``"lenient"``: :func:`extract_boxed` (also ``\\fbox``, ``\\boxed 5``,
+            ``\\boxed {x}``), stripped, an empty box giving ``None``.
 
     Returns:
-        The answer string, or ``None``. An empty box gives ``None`` too.
+        The answer string, or ``None``.
+
+    Examples:
+        >>> extract_answer(r"\\boxed{ 7 }"), extract_answer(r"\\boxed{ 7 }", rule="lenient")
+        (' 7 ', '7')
     """
+    if rule == "official":
+        return extract_boxed_official(completion)
+    if rule != "lenient":
+        raise ValueError(f"extract_answer: rule must be one of {EXTRACTION_RULES}, got {rule!r}")
     ans = extract_boxed(completion)
     return ans if ans else None
 
@@ -519,6 +596,52 @@ def equivalence_classes(
             by_norm[key] = match
         ids[j] = by_norm[key]
     return ids
+
+
+#: Vote rules of :func:`vote_classes`.
+VOTE_RULES: tuple[str, ...] = ("official", "math-verify")
+
+
+def vote_classes(pool: Pool, rule: str = "official") -> np.ndarray:
+    """The answer classes majority voting counts (SC, ESC, ASC, DSC), per question.
+
+    * ``"official"`` (the OptScale authors' rule, default): two samples vote together
+      when their extracted strings are identical (``pool.answers``, extracted by
+      :func:`extract_answer`'s official rule); "no answer" (``None``, including empty
+      completions) is a class like any other, so it can win a vote, and a win by it is a
+      wrong answer. Ties then go to the class seen first, as in the authors' code. A
+      sample with no string but a class id (pools built from arrays) votes by its id.
+    * ``"math-verify"`` (ours): ``pool.answer_ids``, math-verify equivalence classes from
+      :func:`grade_pool` (``1/2``, ``\\frac{1}{2}`` and ``0.5`` together); samples with no
+      answer do not vote.
+
+    Args:
+        pool: the pool.
+        rule: ``"official"`` or ``"math-verify"``.
+
+    Returns:
+        ``(Q, N)`` int32 class ids, first appearance first; -1 only for samples that do not
+        vote (not in the pool; no answer under ``"math-verify"``).
+
+    Examples:
+        >>> p = Pool.from_arrays([[0.5] * 4], answers=[["1/2", "0.5", None, None]], answer_ids=[[0, 0, -1, -1]])
+        >>> vote_classes(p).tolist(), vote_classes(p, "math-verify").tolist()
+        ([[0, 1, 2, 2]], [[0, 0, -1, -1]])
+    """
+    if rule == "math-verify":
+        return np.where(pool.mask, pool.answer_ids, -1).astype(np.int32)
+    if rule != "official":
+        raise ValueError(f"vote_classes: rule must be one of {VOTE_RULES}, got {rule!r}")
+    q, n = pool.mask.shape
+    out = np.full((q, n), -1, dtype=np.int32)
+    for i in range(q):
+        seen: dict[Any, int] = {}
+        for j in np.flatnonzero(pool.mask[i]):
+            a = pool.answers[i, j]
+            c = int(pool.answer_ids[i, j])
+            key: Any = ("s", a) if a is not None else (("id", c) if c >= 0 else ("none",))
+            out[i, j] = seen.setdefault(key, len(seen))
+    return out
 
 
 def grade_pool(

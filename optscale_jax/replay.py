@@ -15,12 +15,14 @@ are computed once per (question, prefix length) and reused by every (s_min, alph
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from optscale_jax.grading import VOTE_RULES, vote_classes
 from optscale_jax.policies import (
     ASC,
     DSC,
@@ -35,6 +37,7 @@ from optscale_jax.policies import (
     gaussian_prior,
     official_peek,
 )
+from optscale_jax.policies.baselines import dsc_official_difficulty
 from optscale_jax.pool import Pool
 
 __all__ = [
@@ -50,6 +53,9 @@ __all__ = [
     "run_policy",
     "sweep",
     "prefix_best_of_n",
+    "clip_grid",
+    "pool_width",
+    "GridClippedWarning",
 ]
 
 #: Prior centres (mu_bar, sigma_bar) used for OptScaleᵗ when no per-question prior is
@@ -107,24 +113,67 @@ OFFICIAL_GRID = Grid(
 )
 
 
+class GridClippedWarning(UserWarning):
+    """A sweep budget exceeded the samples the pool holds and was clipped to them."""
+
+
+def pool_width(pool: Pool) -> int:
+    """Samples in the pool's widest row: no budget above it can be replayed."""
+    return int(pool.n_samples.max(initial=0))
+
+
+def clip_grid(grid: Grid, width: int) -> tuple[Grid, list[int]]:
+    """Clip a grid's ``n_max`` budgets to the pool width (``width`` samples per question).
+
+    Replaying N = 64 on a pool of 4 samples per question would draw 4 and label it 64;
+    budgets above ``width`` are replaced by ``width`` (duplicates merged).
+
+    Args:
+        grid: the sweep grid.
+        width: :func:`pool_width` of the pool, >= 1.
+
+    Returns:
+        ``(grid, clipped)``: the clipped grid and the budgets that were above ``width``.
+
+    Raises:
+        ValueError: ``width < 1`` (a pool without samples).
+    """
+    if width < 1:
+        raise ValueError(f"the pool has no samples (width {width}): nothing to replay")
+    clipped = [int(n) for n in grid.n_max if n > width]
+    if not clipped:
+        return grid, []
+    ns = tuple(sorted({min(int(n), width) for n in grid.n_max}))
+    return Grid(s_min=grid.s_min, quantile=grid.quantile, n_max=ns), clipped
+
+
 # --------------------------------------------------------------------------- engine
-def _observe(pool: Pool, drawn: np.ndarray) -> Observed:
+def _observe(
+    pool: Pool, drawn: np.ndarray, votes: np.ndarray | None = None, cap: np.ndarray | None = None
+) -> Observed:
     m = np.arange(pool.n_max)[None, :] < drawn[:, None]
     return Observed(
+        available=cap,
         scores=np.where(m, pool.scores, 0.0),
         mask=m,
-        answer_ids=np.where(m, pool.answer_ids, -1).astype(np.int32),
+        answer_ids=np.where(m, pool.answer_ids if votes is None else votes, -1).astype(np.int32),
         tokens=np.where(m, pool.tokens, 0),
         selectable=m & pool.selectable,
     )
 
 
-def run_policy(pool: Pool, policy: Policy) -> tuple[np.ndarray, np.ndarray, int]:
+def run_policy(
+    pool: Pool, policy: Policy, *, vote: str = "official", votes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Run a policy's rounds over a pool (see the round semantics in ``policies.base``).
 
     Args:
         pool: the completions, in drawing order.
         policy: any :class:`~optscale_jax.policies.Policy`.
+        vote: the answer classes voting policies see as ``Observed.answer_ids``
+            (:func:`optscale_jax.grading.vote_classes`): ``"official"`` (the authors'
+            exact strings, "no answer" a class) or ``"math-verify"`` (``pool.answer_ids``).
+        votes: precomputed ``vote_classes(pool, vote)`` (skips recomputing it).
 
     Returns:
         ``(n_drawn, chosen, rounds)``: ``(Q,)`` int64 samples drawn, ``(Q,)`` int64 chosen
@@ -138,7 +187,9 @@ def run_policy(pool: Pool, policy: Policy) -> tuple[np.ndarray, np.ndarray, int]
     drawn = np.zeros(q, dtype=np.int64)
     rounds = 0
     limit = int(cap.sum()) + 2
-    obs = _observe(pool, drawn)
+    if votes is None:
+        votes = vote_classes(pool, vote)
+    obs = _observe(pool, drawn, votes, cap)
     while rounds < limit:
         want = np.asarray(policy.want(obs))
         if want.shape != (q,):
@@ -151,7 +202,7 @@ def run_policy(pool: Pool, policy: Policy) -> tuple[np.ndarray, np.ndarray, int]
             break
         drawn = new
         rounds += 1
-        obs = _observe(pool, drawn)
+        obs = _observe(pool, drawn, votes, cap)
     chosen = np.asarray(policy.select(obs)).astype(np.int64)
     if chosen.shape != (q,):
         raise ValueError(
@@ -320,12 +371,17 @@ def replay(
     seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    vote: str = "official",
 ) -> ReplayResult:
     """Replay one policy over a pool.
 
     Args:
         pool: completions in drawing order.
         policy: the scaling policy.
+        vote: answer classes for voting policies: ``"official"`` (the authors' rule:
+            exact extracted strings, "no answer" is a class that can win) or
+            ``"math-verify"`` (equivalence classes; "no answer" does not vote). Recorded
+            in ``config["vote"]``.
         n_perms: 0 replays the pool's own order; ``P > 0`` averages over ``P`` random
             re-orderings of every row (``Pool.permuted``), to average out drawing order.
         seed: seed of the re-orderings and of the bootstrap.
@@ -343,11 +399,13 @@ def replay(
     """
     if n_perms < 0:
         raise ValueError(f"n_perms must be >= 0, got {n_perms}")
+    if vote not in VOTE_RULES:
+        raise ValueError(f"vote must be one of {list(VOTE_RULES)}, got {vote!r}")
     pools = [pool] if n_perms == 0 else pool.permuted(seed, n_perms)
     drawn_all, tok_all, corr_all = [], [], []
     chosen_first = None
     for p in pools:
-        drawn, chosen, _ = run_policy(p, policy)
+        drawn, chosen, _ = run_policy(p, policy, vote=vote)
         tokens, correct = _outcome(p, drawn, chosen)
         drawn_all.append(drawn)
         tok_all.append(tokens)
@@ -360,7 +418,8 @@ def replay(
     stats = np.stack([correct, tokens, n_drawn], axis=1).astype(np.float64)
     lo, hi = bootstrap_ci(stats, n_boot=n_boot, level=level, seed=seed)
     cfg = _policy_config(policy)
-    cfg.update({"n_perms": int(n_perms), "seed": int(seed), "n_boot": int(n_boot), "level": level})
+    cfg.update({"n_perms": int(n_perms), "seed": int(seed), "n_boot": int(n_boot), "level": level,
+                "vote": vote})
     return ReplayResult(
         name=policy.name,
         label=pool.label,
@@ -629,6 +688,7 @@ def sweep(
     n_boot: int = 1000,
     level: float = 0.95,
     progress: bool = False,
+    vote: str = "official",
 ) -> SweepResult:
     """Run every method over a grid on one pool.
 
@@ -653,6 +713,9 @@ def sweep(
         n_boot: bootstrap replicates for confidence intervals (0 = none).
         level: confidence level.
         progress: show a tqdm progress bar.
+        vote: answer classes of SC, ESC, ASC and DSC: ``"official"`` (the authors' rule:
+            exact extracted strings, "no answer" a class that can win) or
+            ``"math-verify"`` (equivalence classes). Recorded in ``meta["vote"]``.
 
     Returns:
         A :class:`SweepResult`.
@@ -669,6 +732,19 @@ def sweep(
         raise ValueError(f"unknown OptScale mode(s) {bad_modes}; known: oneshot, sequential")
     if n_perms < 0:
         raise ValueError(f"n_perms must be >= 0, got {n_perms}")
+    if vote not in VOTE_RULES:
+        raise ValueError(f"vote must be one of {list(VOTE_RULES)}, got {vote!r}")
+    if pool.n_questions == 0:
+        raise ValueError(f"pool {pool.label!r} has no questions: nothing to replay")
+    width = pool_width(pool)
+    if width == 0:
+        raise ValueError(f"pool {pool.label!r}: all {pool.n_questions} questions have 0 samples: nothing to replay")
+    grid, clipped = clip_grid(grid, width)
+    if clipped:
+        warnings.warn(
+            f"n_max {clipped} exceed the pool's {width} samples per question; clipped to {width}",
+            GridClippedWarning, stacklevel=2,
+        )
     prior_desc = "none"
     if "OptScaleT" in methods:
         if prior is None:
@@ -712,6 +788,7 @@ def sweep(
         for p in pools:
             recs: list[dict[str, Any]] = []
             scorer = _Scorer(p)
+            votes = vote_classes(p, vote)
             t0 = time.perf_counter()
             fixed = {"BoN": BestOfN, "SC": SelfConsistency, "WeightedSC": WeightedVote}
             for mname, cls in fixed.items():
@@ -721,7 +798,7 @@ def sweep(
                     if mname == "BoN":
                         correct, tokens, drawn = scorer.bon(np.full(p.n_questions, n))
                     else:
-                        drawn, chosen, _ = run_policy(p, cls(n))
+                        drawn, chosen, _ = run_policy(p, cls(n), votes=votes)
                         tokens, correct = _outcome(p, drawn, chosen)
                     recs.append(_record(
                         {"method": mname, "variant": None, "mode": None, "n_max": n, "N": n,
@@ -736,7 +813,10 @@ def sweep(
                 if mname not in methods:
                     continue
                 for n_max in grid.n_max:
-                    drawn, chosen, _ = run_policy(p, cls(n_max))
+                    pol = cls(n_max)
+                    if mname == "DSC":  # the authors rank by 1 - mean score of the row
+                        pol = cls(n_max, difficulty=dsc_official_difficulty(p.scores, p.mask))
+                    drawn, chosen, _ = run_policy(p, pol, votes=votes)
                     tokens, correct = _outcome(p, drawn, chosen)
                     recs.append(_record(
                         {"method": mname, "variant": None, "mode": None, "n_max": n_max, "N": None,
@@ -781,6 +861,8 @@ def sweep(
         timings=timings,
         meta={
             "grid": {"s_min": list(grid.s_min), "quantile": list(grid.quantile), "n_max": list(grid.n_max)},
+            "pool_width": width,
+            "n_max_clipped": clipped,
             "methods": list(methods),
             "modes": list(modes),
             "prior": prior_desc,
@@ -790,5 +872,6 @@ def sweep(
             "seed": seed,
             "n_boot": n_boot,
             "level": level,
+            "vote": vote,
         },
     )

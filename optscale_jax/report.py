@@ -74,6 +74,9 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
         ``accuracy`` (percent), ``tokens``, ``samples`` and the chosen configuration.
     """
     ns = list(n_max_values or result.meta.get("grid", {}).get("n_max", []))
+    width = result.meta.get("pool_width")
+    if width is not None:  # never label a budget larger than the samples the pool holds
+        ns = [n for n in ns if n <= width]
     methods = [m for m in METHOD_LABELS if m in result.meta.get("methods", METHOD_LABELS)]
     modes = result.meta.get("modes", ["oneshot"])
     rows: list[dict[str, Any]] = []
@@ -101,6 +104,15 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
     return rows
 
 
+def _clip_note(result: SweepResult) -> list[str]:
+    clipped = result.meta.get("n_max_clipped") or []
+    if not clipped:
+        return []
+    width = result.meta.get("pool_width")
+    return ["", f"Note: budgets N = {', '.join(map(str, clipped))} exceed the pool's {width} samples "
+                f"per question and were clipped to N = {width}."]
+
+
 def _acc_col(label: str) -> tuple[str, str]:
     return f"{label} acc.", f"{label} token."
 
@@ -120,7 +132,8 @@ def table_markdown(result: SweepResult, rows: list[dict[str, Any]] | None = None
     lines = [
         f"**Pool: {result.label}** ({result.n_questions} questions"
         + ("; SYNTHETIC data, not real model outputs" if result.synthetic else "")
-        + ")",
+        + f"; votes: {result.meta.get('vote', 'official')} rule)",
+        *_clip_note(result),
         "",
         f"| Baseline | {acc} | 95% CI | {tok} | samples |",
         "|---|---:|---:|---:|---:|",

@@ -68,8 +68,34 @@ def _crashing_check(gold: str, answer: str) -> bool:
         (r"\boxed{}", None),
     ],
 )
-def test_extract_answer(text, expected):
+def test_extract_answer_lenient(text, expected):
+    assert extract_answer(text, rule="lenient") == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (r"The answer is $\boxed{5}$.", "5"),
+        (r"first \boxed{1} then \boxed{2} finally \boxed{\sqrt{\frac{a}{b}}}", r"\sqrt{\frac{a}{b}}"),
+        (r"\fbox{42}", None),  # the authors read \boxed{ only
+        (r"\boxed{1} and \fbox{x^{2}}", "1"),
+        (r"\boxed { 7 }", None),
+        (r"\boxed 5.", None),
+        (r"\boxed{ 7 }", " 7 "),  # verbatim: their vote counts " 7 " and "7" apart
+        (r"\boxed{}", ""),
+        (r"\boxed{3} then truncated \boxed{\frac{1}{", "3"),
+        (r"\boxed{\boxed{4}", "4"),  # unclosed outer box, complete inner one
+        (r"\boxed{\boxed{4}}", r"\boxed{4}"),  # matches do not overlap
+        (None, None),
+    ],
+)
+def test_extract_answer_official(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_extract_answer_unknown_rule():
+    with pytest.raises(ValueError, match="rule"):
+        extract_answer("x", rule="strict")
 
 
 def test_extract_boxed_empty_box_is_empty_string():

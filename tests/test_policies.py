@@ -104,7 +104,7 @@ def ref_asc(ids, cap, thr, min_samples=1):
     n = 0
     while n < cap:
         n += 1
-        if n >= min_samples and beta_prob(ids[:n]) > thr:
+        if n >= max(min_samples, 2) and beta_prob(ids[:n]) >= thr:
             return n
     return n
 
@@ -155,7 +155,7 @@ def test_fixed_policies_match_restatements(seed: int, n: int) -> None:
         (WeightedVote(n), lambda s, a: ref_weighted(s, a)),
     ):
         assert isinstance(policy, Policy)
-        drawn, chosen, _ = run_policy(pool, policy)
+        drawn, chosen, _ = run_policy(pool, policy, vote="math-verify")
         for i in range(pool.n_questions):
             d = min(n, int(pool.n_samples[i]))
             assert drawn[i] == d
@@ -184,7 +184,7 @@ def test_vote_tie_rules_documented() -> None:
 def test_esc_matches_restatement(seed, n_max, window, stride) -> None:
     pool = random_pool(seed, n_classes=2)
     pol = ESC(n_max, window=window, stride=stride)
-    drawn, chosen, _ = run_policy(pool, pol)
+    drawn, chosen, _ = run_policy(pool, pol, vote="math-verify")
     st = window if stride is None else stride
     for i in range(pool.n_questions):
         ids = [int(x) for x in pool.answer_ids[i]]
@@ -204,7 +204,9 @@ def test_esc_official_checkpoints() -> None:
 @pytest.mark.parametrize("thr,min_samples", [(0.95, 1), (0.8, 1), (0.95, 3), (0.99, 1)])
 def test_asc_matches_restatement(seed, thr, min_samples) -> None:
     pool = random_pool(seed, n=16, n_classes=3)
-    drawn, chosen, _ = run_policy(pool, ASC(16, threshold=thr, min_samples=min_samples))
+    drawn, chosen, _ = run_policy(
+        pool, ASC(16, threshold=thr, min_samples=min_samples), vote="math-verify"
+    )
     for i in range(pool.n_questions):
         ids = [int(x) for x in pool.answer_ids[i]]
         cap = int(pool.n_samples[i])
@@ -230,7 +232,7 @@ def test_top_two_counts() -> None:
 @pytest.mark.parametrize("n_max,window", [(16, 4), (8, 3), (12, 5)])
 def test_dsc_matches_restatement(seed, n_max, window) -> None:
     pool = random_pool(seed, q=50, n=16, min_len=2, n_classes=2)
-    drawn, chosen, _ = run_policy(pool, DSC(n_max, window=window))
+    drawn, chosen, _ = run_policy(pool, DSC(n_max, window=window, variant="window"), vote="math-verify")
     ref = ref_dsc(pool, n_max, window, 0.95)
     assert drawn.tolist() == ref
     for i in range(pool.n_questions):
@@ -240,7 +242,7 @@ def test_dsc_matches_restatement(seed, n_max, window) -> None:
 def test_dsc_difficulty_array_and_errors() -> None:
     pool = random_pool(1, q=20, n=8, min_len=8, n_classes=2)
     d = np.arange(20, dtype=float)
-    drawn, _, _ = run_policy(pool, DSC(8, difficulty=d))
+    drawn, _, _ = run_policy(pool, DSC(8, difficulty=d, variant="window"), vote="math-verify")
     # ranking by the given difficulty: easy ones (low index) that stopped have 1 or 4 samples
     assert drawn.min() >= 1 and drawn.max() <= 8
     with pytest.raises(ValueError, match="DSC.difficulty has 3 entries"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,31 @@ def load_prior_file(path: Path, question_ids: list[str], std: float, positions: 
     return prior
 
 
+def _check_out_dir(out: Path) -> None:
+    """``--out`` must be (or be creatable as) a writable directory: checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out}: exists and is not a directory", param_hint="--out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{out}: {parent} is not a directory", param_hint="--out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{out}: {parent} is not writable", param_hint="--out")
+
+
+def _warn_clipped(grid: Any, pool: Any, pool_path: Path | None) -> None:
+    """One warning line when --grid budgets exceed the samples the pool holds (they are clipped)."""
+    from optscale_jax.replay import clip_grid, pool_width
+
+    width = pool_width(pool)
+    _, clipped = clip_grid(grid, width)
+    if clipped:
+        name = pool_path if pool_path is not None else pool.label
+        typer.echo(f"warning: {name}: --grid n_max {', '.join(map(str, clipped))} exceed the pool's {width} "
+                   f"samples per question; clipped to {width} (no table labels N > {width})", err=True)
+
+
 def _summary_table(result: Any) -> Any:
     from rich.table import Table
 
@@ -109,6 +136,7 @@ def _summary_table(result: Any) -> Any:
     title = f"{result.label} — {result.n_questions} questions"
     if result.synthetic:
         title += " (SYNTHETIC pool)"
+    title += f"; votes: {result.meta.get('vote', 'official')} rule"
     table = Table(title=title)
     for col, just in (("method", "left"), ("N", "right"), ("acc. %", "right"), ("95% CI", "right"),
                       ("tokens/q", "right"), ("samples/q", "right"), ("s_min, 1-α", "left")):
@@ -152,20 +180,25 @@ def replay_command(
 ) -> None:
     from rich.console import Console
 
-    from optscale_jax.replay import METHODS, sweep
+    from optscale_jax.replay import METHODS, GridClippedWarning, sweep
     from optscale_jax.report import write_report
 
     console = Console()
-    methods = list(METHODS) if any(p.lower() == "all" for p in policy) else []
+    _check_out_dir(out)
+    methods: list[str] = []
+    lookup = {m.lower(): m for m in METHODS}
+    for p in policy:  # every name is checked, also next to "all"
+        for name in p.split(","):
+            key = name.strip().lower()
+            if key == "all":
+                methods.extend(m for m in METHODS if m not in methods)
+                continue
+            if key not in lookup:
+                raise typer.BadParameter(f"unknown policy {name.strip()!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy")
+            if lookup[key] not in methods:
+                methods.append(lookup[key])
     if not methods:
-        lookup = {m.lower(): m for m in METHODS}
-        for p in policy:
-            for name in p.split(","):
-                key = name.strip().lower()
-                if key not in lookup:
-                    raise typer.BadParameter(f"unknown policy {name!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy")
-                if lookup[key] not in methods:
-                    methods.append(lookup[key])
+        raise typer.BadParameter("no policy given; choose from all, " + ", ".join(METHODS), param_hint="--policy")
     modes = {"oneshot": ["oneshot"], "sequential": ["sequential"], "both": ["oneshot", "sequential"]}.get(mode)
     if modes is None:
         raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot, sequential or both", param_hint="--mode")
@@ -189,13 +222,20 @@ def replay_command(
     else:
         from optscale_jax.pool import read_pool
 
-        if not pool_path.exists():
-            raise typer.BadParameter(f"{pool_path}: no such file", param_hint="POOL")
+        for path, hint in ((prompts, "--prompts"), (prior, "--prior")):
+            if path is not None and not path.is_file():
+                what = "is a directory" if path.is_dir() else "no such file"
+                raise typer.BadParameter(f"{path}: {what}; expected a JSON file", param_hint=hint)
         try:
             pool = read_pool(pool_path, prompts=prompts, aggregate=aggregate)
         except ValueError as e:  # PoolFormatError is a ValueError naming file/record/field
-            console.print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(code=2) from None
+            raise typer.BadParameter(str(e), param_hint="POOL") from None
+        if not pool.mask.any():
+            raise typer.BadParameter(f"{pool_path}: all {pool.n_questions} questions have 0 samples; "
+                                     "nothing to replay", param_hint="POOL")
+    if pool_path is None and prompts is not None:
+        raise typer.BadParameter("--prompts needs a POOL in the authors' JSON format", param_hint="--prompts")
+    _warn_clipped(the_grid, pool, pool_path)
     has_answers = any(a is not None for a in pool.answers[pool.mask])
     ungraded = has_answers and not (pool.answer_ids[pool.mask] >= 0).any()
     if grade == "yes" or (grade == "auto" and ungraded and pool.gold is not None):
@@ -218,8 +258,10 @@ def replay_command(
     if prior is not None:
         prior_obj = load_prior_file(prior, pool.question_ids, prior_std)
 
-    result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar, step=step,
-                   n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote)
+    with warnings.catch_warnings():  # _warn_clipped said it once already
+        warnings.simplefilter("ignore", GridClippedWarning)
+        result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar,
+                       step=step, n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
     console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "

@@ -41,6 +41,14 @@ class Observed:
         tokens: ``(Q, N)`` int completion tokens.
         selectable: ``(Q, N)`` bool, drawn samples that may be chosen (False for an
             empty completion, which DESIGN.md says is never selected); None = all drawn.
+        available: ``(Q,)`` int, the most samples each question can ever draw (a pool
+            row's length capped at ``n_max``); None = unknown (a live run: unlimited).
+            Lets a rule that needs a fixed number of samples (DSC's probe) see that a
+            row holds fewer.
+
+    In the answer classes ``answer_ids`` a replay passes, "no answer" is a class of its
+    own under the authors' vote rule (it votes and can win) and -1 (never votes) under
+    the math-verify rule; see :func:`optscale_jax.grading.vote_classes`.
     """
 
     scores: np.ndarray
@@ -48,6 +56,7 @@ class Observed:
     answer_ids: np.ndarray
     tokens: np.ndarray
     selectable: np.ndarray | None = None
+    available: np.ndarray | None = None
 
     @property
     def n_drawn(self) -> np.ndarray:

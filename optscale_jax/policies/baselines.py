@@ -26,7 +26,11 @@ __all__ = [
     "ESC",
     "ASC",
     "DSC",
+    "DSCSearch",
+    "DSC_VARIANTS",
+    "asc_stop_lengths",
     "beta_majority_probability",
+    "dsc_official_difficulty",
     "top_two_counts",
 ]
 
@@ -237,8 +241,10 @@ class ASC:
     Adaptive-Consistency for Efficient Reasoning and Coding with LLMs").
 
     After every new sample, with ``a`` and ``b`` the vote counts of the leading and
-    runner-up answers (samples with no answer do not vote), the Beta stopping criterion
-    stops when ``P(Beta(a+1, b+1) > 1/2) > threshold`` (paper default 0.95). Sampling
+    runner-up answer classes, the Beta stopping criterion stops when
+    ``P(Beta(a+1, b+1) > 1/2) >= threshold`` (paper default 0.95) with at least 2 samples,
+    as the authors' ``should_stop`` does. Under the authors' vote rule "no answer" is a
+    class and votes; under the math-verify rule it does not. Sampling
     never goes beyond ``n_max`` and never stops before ``min_samples``. Selection:
     majority vote.
 
@@ -262,7 +268,7 @@ class ASC:
     def confident(self, obs: Observed) -> np.ndarray:
         """``(Q,)`` bool: the Beta criterion holds on what was drawn."""
         a, b = top_two_counts(obs.mask, obs.answer_ids)
-        return beta_majority_probability(a, b) > self.threshold
+        return (beta_majority_probability(a, b) >= self.threshold) & (obs.n_drawn >= 2)
 
     def want(self, obs: Observed) -> np.ndarray:
         """One more sample until the criterion holds or ``n_max`` is reached."""
@@ -276,47 +282,148 @@ class ASC:
         return majority_index(obs.mask, obs.answer_ids)
 
 
+def dsc_official_difficulty(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The OptScale authors' DSC difficulty: ``1 -`` the mean score of every sample of a row.
+
+    Their replay ranks questions by the mean PRM score of the whole pool row (an oracle a
+    live run does not have); rows with no sample get difficulty 1.
+
+    Args:
+        scores: ``(Q, N)`` scores.
+        mask: ``(Q, N)`` real samples.
+
+    Returns:
+        ``(Q,)`` float64 difficulty (higher = harder).
+    """
+    m = np.asarray(mask, dtype=bool)
+    s = np.where(m, np.asarray(scores, dtype=np.float64), 0.0)
+    n = m.sum(axis=1)
+    return 1.0 - np.divide(s.sum(axis=1), n, out=np.zeros(n.shape), where=n > 0)
+
+
+def asc_stop_lengths(mask: np.ndarray, answer_ids: np.ndarray, threshold: float, limit: int | None = None) -> np.ndarray:
+    """First prefix length at which ASC's Beta criterion holds, per question.
+
+    The criterion of the authors' ``should_stop``: with at least 2 samples, ``a`` and
+    ``b`` the counts of the two most frequent answer classes of the prefix, stop when
+    ``P(Beta(a+1, b+1) > 1/2) >= threshold``.
+
+    Args:
+        mask: ``(Q, N)`` drawn mask (prefix-contiguous).
+        answer_ids: ``(Q, N)`` classes (-1 does not vote).
+        threshold: confidence threshold.
+        limit: look only at prefixes up to this length.
+
+    Returns:
+        ``(Q,)`` int64 first such length, 0 where no drawn prefix qualifies.
+    """
+    m = np.asarray(mask, dtype=bool)
+    ids = np.asarray(answer_ids)
+    q, n = m.shape
+    if limit is not None:
+        n = min(n, int(limit))
+        m, ids = m[:, :n], ids[:, :n]
+    if n == 0:
+        return np.zeros(q, dtype=np.int64)
+    valid = m & (ids >= 0)
+    k = int(ids.max(initial=-1)) + 1
+    onehot = (ids[:, :, None] == np.arange(max(k, 1))[None, None, :]) & valid[:, :, None]
+    counts = np.cumsum(onehot, axis=1, dtype=np.int64)  # (Q, n, K) counts per prefix
+    top = -np.sort(-counts, axis=2)
+    a = top[:, :, 0]
+    b = top[:, :, 1] if top.shape[2] > 1 else np.zeros_like(a)
+    p = beta_majority_probability(a, b)
+    length = np.arange(1, n + 1)[None, :]
+    ok = (p >= threshold) & (length >= 2) & m
+    first = np.argmax(ok, axis=1) + 1
+    return np.where(ok.any(axis=1), first, 0).astype(np.int64)
+
+
+@dataclass
+class DSCSearch:
+    """Where DSC's easy/hard binary search stands (see :meth:`DSC.search`).
+
+    Attributes:
+        easy: ``(Q,)`` bool, questions found easy (final once ``probes`` is empty).
+        probes: question indices whose probe window must be drawn before the search can go on.
+        midpoints: question indices of the midpoints visited so far, in order.
+        midpoint_easy: for each visited midpoint, whether its own probe was consistent.
+        probed: ``(Q,)`` bool, questions whose probe was looked at.
+    """
+
+    easy: np.ndarray
+    probes: list[int]
+    midpoints: list[int]
+    midpoint_easy: list[bool]
+    probed: np.ndarray
+
+
+#: DSC variants: the authors' replay (default) and ours.
+DSC_VARIANTS: tuple[str, ...] = ("official", "window")
+
+
 @dataclass
 class DSC:
     """Difficulty-adaptive self-consistency (Wang et al. 2024, "Make Every Penny Count:
     Difficulty-Adaptive Self-Consistency for Cost-Efficient Reasoning", NAACL Findings
     2025), restated for replay over a pool.
 
-    1. *Difficulty ranking.* The paper asks the LLM to rank questions in batches. Here
-       the ranking comes from ``difficulty`` (a ``(Q,)`` array, higher = harder, e.g.
-       a predictor's output) or, by default, from one pre-sample per question: the lower
-       its verifier score, the harder (ties keep question order). The pre-sample is
-       charged like any sample.
-    2. *Problem partition.* A binary search along the ranking finds the easy/hard
-       boundary: the probed question gets ``window`` samples; if they all carry the same
-       answer, it and every easier question are *easy*, else it and every harder
-       question are *hard*. Probe samples are charged (the paper's search overhead).
-    3. *Allocation.* Easy questions stop with what they have (one sample, or the probe's
-       window). Hard questions are pre-allocated ``window`` samples and then extended one
-       sample at a time under ASC's Beta criterion (``threshold``) up to ``n_max``.
+    ``variant="official"`` (default) follows the OptScale authors' replay (``SC/dsc.py``):
 
-    Departure from the paper, on purpose: the paper pre-allocates a hard question the
-    sample size its already-finished easier neighbours needed; that makes questions wait
-    on each other and only changes how many rounds a live run takes, so here every hard
-    question starts from ``window``. Selection: majority vote. On ragged pools a probe
-    row that holds a single sample stalls the partition (the replay then ends).
+    1. *Ranking.* Questions are sorted by ``difficulty`` (higher = harder; ties keep row
+       order). The authors use 1 - the mean score of the whole row
+       (:func:`dsc_official_difficulty`; :func:`~optscale_jax.replay.sweep` passes it);
+       without ``difficulty`` the policy draws one sample per question and ranks by its
+       score.
+    2. *Easy/hard binary search with a neighbour window.* The midpoint of the current
+       range is judged together with its easier neighbour: each is *probed* by drawing
+       ``window`` samples (5), consistent when all ``window`` answer classes are
+       identical ("no answer" counts as a class under the authors' vote rule). Only when
+       the midpoint *and* its easier neighbour are consistent does the midpoint, with
+       every easier question of the range, become easy; otherwise the range shrinks to
+       the easier half. A row with fewer than ``window`` samples, or ``n_max < window``,
+       is never consistent.
+    3. *Allocation.* Easy questions answer with their first sample. Every other question
+       runs ASC's Beta criterion from its first sample (stop at the first prefix of at
+       least 2 samples with ``P >= threshold``) up to ``n_max``, and answers with the
+       majority of that prefix.
+
+    Charged tokens are the samples actually drawn: a probed question pays its probe
+    window even when it ends up answering with fewer (the authors instead add an
+    estimate, 12 x the mean of the first 5 tokens per easy midpoint, to the total).
+    The authors' second search, meant to give hard questions ``n_max`` at once, can never
+    fire (it needs 3 hard flags in a 2-question window), so it is left out; the DSC
+    paper's sample-size pre-allocation from easier neighbours is not in their code either.
+
+    ``variant="window"`` (ours): rank by ``difficulty`` or one pre-sample; binary search on
+    the midpoint alone, its probe of ``window`` samples consistent when all carry the same
+    (non-missing) class; easy questions keep what they drew and vote; hard questions
+    start ASC from ``window`` samples. ``window`` defaults to 5 (official) or 4 (window).
 
     Args:
         n_max: sample budget per question.
-        window: probe / pre-allocation size.
-        threshold: ASC confidence threshold for hard questions.
+        window: probe size (default 5 for official, 4 for window).
+        threshold: ASC confidence threshold.
         difficulty: optional ``(Q,)`` difficulty per question (higher = harder).
+        variant: ``"official"`` or ``"window"``.
     """
 
     n_max: int
-    window: int = 4
+    window: int | None = None
     threshold: float = 0.95
     difficulty: np.ndarray | None = field(default=None, repr=False)
+    variant: str = "official"
     name: str = "DSC"
 
     def __post_init__(self) -> None:
+        if self.variant not in DSC_VARIANTS:
+            raise ValueError(f"DSC.variant must be one of {DSC_VARIANTS}, got {self.variant!r}")
         self.n_max = _check_n("DSC.n_max", self.n_max)
-        self.window = min(_check_n("DSC.window", self.window), self.n_max)
+        if self.window is None:
+            self.window = 5 if self.variant == "official" else 4
+        self.window = _check_n("DSC.window", self.window)
+        if self.variant == "window":
+            self.window = min(self.window, self.n_max)
         if not 0.0 < float(self.threshold) < 1.0:
             raise ValueError(f"DSC.threshold must be in (0, 1), got {self.threshold!r}")
         if self.difficulty is not None:
@@ -326,17 +433,9 @@ class DSC:
                 raise ValueError(f"DSC.difficulty: question {i} is not a finite number")
             self.difficulty = d
 
-    def partition(self, obs: Observed) -> tuple[np.ndarray, int | None]:
-        """Where the binary search stands.
-
-        Returns:
-            ``(easy, probe)``: ``easy`` is a ``(Q,)`` bool of questions known easy (valid
-            once ``probe`` is None); ``probe`` is the question index whose window is still
-            to be drawn, or None when the partition is complete.
-        """
-        n = obs.n_drawn
-        q = n.shape[0]
-        live = n > 0
+    # ------------------------------------------------------------------ shared
+    def _ranking(self, obs: Observed, live: np.ndarray) -> np.ndarray:
+        q = live.shape[0]
         if self.difficulty is not None:
             if self.difficulty.shape[0] != q:
                 raise ValueError(
@@ -346,7 +445,75 @@ class DSC:
         else:
             diff = -np.asarray(obs.scores, dtype=np.float64)[:, 0]
         order = np.flatnonzero(live)
-        order = order[np.argsort(diff[order], kind="stable")]
+        return order[np.argsort(diff[order], kind="stable")]
+
+    def _available(self, obs: Observed) -> np.ndarray:
+        q = obs.mask.shape[0]
+        if obs.available is None:
+            return np.full(q, self.n_max, dtype=np.int64)
+        return np.minimum(np.asarray(obs.available, dtype=np.int64), self.n_max)
+
+    # ---------------------------------------------------------------- official
+    def search(self, obs: Observed) -> DSCSearch:
+        """Replay the official binary search on what was drawn.
+
+        Returns:
+            A :class:`DSCSearch`; while ``probes`` is not empty the search waits on them.
+        """
+        n = obs.n_drawn
+        q = n.shape[0]
+        avail = self._available(obs)
+        live = avail > 0 if self.difficulty is not None else (avail > 0) & (n > 0)
+        order = self._ranking(obs, live)
+        ids = np.asarray(obs.answer_ids)
+        w = int(self.window)
+        easy = np.zeros(q, dtype=bool)
+        probed = np.zeros(q, dtype=bool)
+        mids: list[int] = []
+        mid_easy: list[bool] = []
+        lo, hi = 0, order.shape[0]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            members = order[max(0, mid - 1): mid + 1]
+            probes = [int(j) for j in members if self.n_max >= w and avail[j] >= w and n[j] < w]
+            if probes:
+                return DSCSearch(easy, probes, mids, mid_easy, probed)
+            flags = []
+            for j in members:
+                probed[j] |= self.n_max >= w and avail[j] >= w
+                row = ids[j, :w]
+                flags.append(bool(probed[j] and (row == row[0]).all()))
+            mids.append(int(order[mid]))
+            mid_easy.append(flags[-1])
+            if all(flags):
+                easy[order[lo: mid + 1]] = True
+                lo = mid + 1
+            else:
+                hi = mid
+        return DSCSearch(easy, [], mids, mid_easy, probed)
+
+    def _official_state(self, obs: Observed) -> tuple[DSCSearch, np.ndarray]:
+        """The search, and for each question the prefix length it answers with (0 = not yet)."""
+        srch = self.search(obs)
+        n = obs.n_drawn
+        stop = asc_stop_lengths(obs.mask, obs.answer_ids, self.threshold, self.n_max)
+        avail = self._available(obs)
+        used = np.where(stop > 0, stop, np.where(n >= avail, n, 0))
+        used = np.where(srch.easy, np.minimum(n, 1), used)
+        return srch, used.astype(np.int64)
+
+    # ----------------------------------------------------------------- window
+    def partition(self, obs: Observed) -> tuple[np.ndarray, int | None]:
+        """Where the ``"window"`` variant's binary search stands.
+
+        Returns:
+            ``(easy, probe)``: ``easy`` is a ``(Q,)`` bool of questions known easy (valid
+            once ``probe`` is None); ``probe`` is the question index whose window is still
+            to be drawn, or None when the partition is complete.
+        """
+        n = obs.n_drawn
+        q = n.shape[0]
+        order = self._ranking(obs, n > 0)
         ids = np.asarray(obs.answer_ids)
         lo, hi = 0, order.shape[0]
         while lo < hi:
@@ -364,9 +531,21 @@ class DSC:
         easy[order[:lo]] = True
         return easy, None
 
+    # ------------------------------------------------------------------ policy
     def want(self, obs: Observed) -> np.ndarray:
-        """Pre-sample, then probe for the partition, then ASC on the hard questions."""
+        """Pre-sample (without ``difficulty``), probe for the partition, then ASC."""
         n = obs.n_drawn
+        if self.variant == "official":
+            avail = self._available(obs)
+            if self.difficulty is None and ((n == 0) & (avail > 0)).any():
+                return np.where(avail > 0, np.maximum(n, 1), n).astype(np.int64)
+            srch, used = self._official_state(obs)
+            if srch.probes:
+                out = n.copy()
+                out[srch.probes] = self.window
+                return out.astype(np.int64)
+            nxt = np.minimum(n + 1, avail)
+            return np.where(used > 0, n, np.where(srch.easy, np.maximum(n, 1), nxt)).astype(np.int64)
         if not (n > 0).any():
             return np.ones_like(n)
         easy, probe = self.partition(obs)
@@ -382,5 +561,12 @@ class DSC:
         return out.astype(np.int64)
 
     def select(self, obs: Observed) -> np.ndarray:
-        """Majority vote over what was drawn."""
+        """Official: first sample if easy, else the majority of the ASC prefix; window:
+        majority vote over what was drawn."""
+        if self.variant == "official":
+            _, used = self._official_state(obs)
+            n = obs.n_drawn
+            used = np.where(used > 0, used, n)
+            m = np.asarray(obs.mask, bool) & (np.arange(obs.mask.shape[1])[None, :] < used[:, None])
+            return majority_index(m, obs.answer_ids)
         return majority_index(obs.mask, obs.answer_ids)
