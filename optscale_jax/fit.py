@@ -448,15 +448,20 @@ def _max_iter(max_iter) -> int:
 
 
 def _check_gaussian_prior(prior: GaussianPrior) -> None:
-    """Scales must be positive and every field finite (host arrays only: no device sync)."""
+    """Scales must be positive and every field finite (host arrays only: no device sync).
+
+    Centres may be <= 0: a loc_sigma <= 0 (the authors' predictor files have some) still
+    gives a proper prior on sigma > 0, as the authors use it.
+    """
     for name, value in zip(prior._fields, prior, strict=True):
         if isinstance(value, jax.Array):
             continue
         v = np.asarray(value, dtype=float)
-        bad = ~np.isfinite(v) | ((v <= 0) if name != "loc_mu" else False)
+        centre = name.startswith("loc_")
+        bad = ~np.isfinite(v) | ((v <= 0) if not centre else False)
         if np.any(bad):
             first = float(np.broadcast_to(v, np.shape(bad))[bad].reshape(-1)[0])
-            need = "finite" if name == "loc_mu" else "finite and > 0"
+            need = "finite" if centre else "finite and > 0"
             raise ValueError(f"prior.{name} must be {need}, got {first}")
 
 
