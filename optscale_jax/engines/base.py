@@ -18,16 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "Completion",
     "Engine",
     "EngineError",
+    "ModelNotFoundError",
     "SampleRequest",
     "Scorer",
+    "check_model_ref",
     "check_requests",
+    "describe",
+    "model_identity",
 ]
 
 #: The system prompt of the Qwen2.5-Math PRM model card (also a sensible default
@@ -37,6 +42,82 @@ DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer w
 
 class EngineError(RuntimeError):
     """An inference backend failed (server error, bad response, missing dependency)."""
+
+
+class ModelNotFoundError(ValueError):
+    """A model or PRM reference names no local directory and cannot be loaded.
+
+    A ``ValueError``: the user gave a bad path or id, nothing failed at run time.
+    """
+
+
+def check_model_ref(ref: Any, what: str = "model") -> None:
+    """Fail fast, before loading anything, when ``ref`` is a local path that does not exist.
+
+    A reference that exists on disk must be a directory (what ``from_pretrained``
+    loads). One that does not exist is an error when it looks like a path (starts
+    with ``/``, ``./``, ``../`` or ``~``, or has more than one ``/``); otherwise it
+    is taken as a Hugging Face hub id (``org/name``) and left to the loader.
+
+    Args:
+        ref: The model reference (a loaded model object is accepted as is).
+        what: How the message names it (e.g. ``"--model"``).
+
+    Raises:
+        ModelNotFoundError: Naming ``what`` and the path.
+    """
+    if not isinstance(ref, str | Path):
+        return
+    text = str(ref)
+    if not text.strip():
+        raise ModelNotFoundError(f"{what}: empty model reference; expected a local directory or a hub id")
+    p = Path(text).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelNotFoundError(f"{what}: {text} is a file; expected a model directory or a hub id")
+        return
+    looks_local = (
+        isinstance(ref, Path)
+        or text.startswith(("/", "./", "../", "~", "."))
+        or text.count("/") > 1
+        or "\\" in text
+    )
+    if looks_local:
+        raise ModelNotFoundError(f"{what}: local model directory {text} does not exist")
+
+
+def model_identity(ref: Any) -> dict[str, Any]:
+    """What identifies a model in a run header: its id or absolute local path, and revision.
+
+    Args:
+        ref: A model id/path, or a loaded model (its ``config._name_or_path`` and
+            ``config._commit_hash`` are used).
+
+    Returns:
+        ``{"model": id or absolute path, "revision": hub commit hash or None}``.
+    """
+    revision = None
+    if not isinstance(ref, str | Path):
+        cfg = getattr(ref, "config", None)
+        revision = getattr(cfg, "_commit_hash", None)
+        ref = getattr(cfg, "_name_or_path", None) or type(ref).__name__
+    text = str(ref)
+    p = Path(text).expanduser()
+    if p.is_dir():
+        text = str(p.resolve())
+    return {"model": text, "revision": revision}
+
+
+def describe(backend: Any) -> dict[str, Any]:
+    """A backend's settings for a run header: ``backend.describe()`` or just its name.
+
+    Engines describe what decides their samples (model, revision, sampling
+    settings), never credentials.
+    """
+    fn = getattr(backend, "describe", None)
+    if callable(fn):
+        return dict(fn())
+    return {"backend": str(getattr(backend, "name", type(backend).__name__))}
 
 
 @dataclass(frozen=True)

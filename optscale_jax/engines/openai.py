@@ -77,6 +77,7 @@ class HTTPClient:
         self.max_backoff = float(max_backoff)
         self.concurrency = int(concurrency)
         self._sleep = sleep
+        self._secret = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -95,7 +96,17 @@ class HTTPClient:
         Raises:
             EngineError: On a non-retryable status, an undecodable body, or when
                 the retries are exhausted (naming URL, attempts and last failure).
+                The API key never appears in the message, even if the server echoes it.
         """
+        try:
+            return self._post(path, body)
+        except EngineError as e:
+            if not (self._secret and self._secret in str(e)):
+                raise
+            message = str(e).replace(self._secret, "***")
+        raise EngineError(message)  # outside the handler: no link to the unredacted error
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         httpx = self._httpx
         url = f"{self.base_url}{path}"
         last = ""
@@ -170,6 +181,16 @@ class OpenAIEngine:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self.http.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this engine's samples, for the run header.
+
+        The served model name and sampling settings; never the API key, nor the
+        server URL (it may carry credentials, and a moved server serves the same run).
+        """
+        return {"backend": self.name, "model": self.model, "revision": None, "chat": self.chat,
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "system_prompt": self.system_prompt}
 
     def _body(self, r: SampleRequest) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -257,6 +278,11 @@ class OpenAIPRM:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self.http.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this PRM's scores, for the run header (no URL, no API key)."""
+        return {"backend": self.name, "model": self.model, "revision": None,
+                "step_token": self.step_token, "system_prompt": self.system_prompt}
 
     @property
     def step_token_id(self) -> int:

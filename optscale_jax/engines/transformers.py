@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from .base import Completion, EngineError, SampleRequest, check_requests
+from .base import (
+    Completion,
+    EngineError,
+    ModelNotFoundError,
+    SampleRequest,
+    check_model_ref,
+    check_requests,
+    model_identity,
+)
 from .prm import PRM_SYSTEM_PROMPT, STEP_TOKEN, prm_messages, split_steps, step_probabilities
 
 __all__ = ["TransformersEngine", "TransformersPRM", "make_tiny_models"]
@@ -42,12 +50,22 @@ def _torch():
     return torch
 
 
+def _loading(what: str, ref: Any, fn, *args, **kwargs):
+    """Call a ``from_pretrained``; a missing or unreadable checkpoint is a one-line error."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(f"cannot load {what} {str(ref)!r}: {first}") from e
+
+
 def _load_tokenizer(name_or_path: Any, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     if not isinstance(name_or_path, str | Path):
         return name_or_path
-    return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    return _loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained, str(name_or_path),
+                    trust_remote_code=trust_remote_code)
 
 
 def _render(tokenizer, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
@@ -107,10 +125,15 @@ class TransformersEngine:
             if not isinstance(model, str | Path):
                 raise ValueError("pass a tokenizer when model is an already loaded object")
             tokenizer = model
+        check_model_ref(model, "model")
+        self._identity = model_identity(model)
+        self.dtype = str(dtype)
         if isinstance(model, str | Path):
-            model = AutoModelForCausalLM.from_pretrained(
-                str(model), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            model = _loading(
+                "model", model, AutoModelForCausalLM.from_pretrained,
+                str(model), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
             )
+            self._identity["revision"] = getattr(model.config, "_commit_hash", None)
         self.model = model.to(device).eval()
         self.tokenizer = _load_tokenizer(tokenizer, trust_remote_code)
         self.temperature = float(temperature)
@@ -126,6 +149,12 @@ class TransformersEngine:
         self._eos = {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])}
         pad = self.tokenizer.pad_token_id
         self._pad = int(pad) if pad is not None else min(self._eos)
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this engine's samples, for the run header (no credentials)."""
+        return {"backend": self.name, **self._identity, "temperature": self.temperature,
+                "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "system_prompt": self.system_prompt, "dtype": self.dtype}
 
     def chat_prompt(self, prompt: str) -> str:
         """Render one user prompt with the chat template and generation prompt."""
@@ -209,8 +238,12 @@ class TransformersPRM:
             if not isinstance(model, str | Path):
                 raise ValueError("pass a tokenizer when model is an already loaded object")
             tokenizer = model
+        check_model_ref(model, "PRM")
+        self._identity = model_identity(model)
+        self.dtype = str(dtype)
         if isinstance(model, str | Path):
-            model = _load_prm(str(model), getattr(torch, dtype), trust_remote_code)
+            model = _loading("PRM", model, _load_prm, str(model), getattr(torch, dtype), trust_remote_code)
+            self._identity["revision"] = getattr(model.config, "_commit_hash", None)
         self.model = model.to(device).eval()
         self.tokenizer = _load_tokenizer(tokenizer, trust_remote_code)
         ids = self.tokenizer.encode(step_token, add_special_tokens=False)
@@ -223,6 +256,11 @@ class TransformersPRM:
         self.device = device
         pad = self.tokenizer.pad_token_id
         self._pad = int(pad) if pad is not None else 0
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this PRM's scores, for the run header."""
+        return {"backend": self.name, **self._identity, "step_token": self.step_token,
+                "system_prompt": self.system_prompt, "dtype": self.dtype}
 
     def render(self, question: str, completion: str) -> tuple[str, int]:
         """The PRM input text for one completion and its number of steps."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Completion, EngineError, SampleRequest, check_requests
+from .base import Completion, EngineError, SampleRequest, check_model_ref, check_requests
 from .prm import PRM_SYSTEM_PROMPT, STEP_TOKEN, prm_messages, split_steps, step_probabilities
 
 __all__ = ["VLLMEngine", "VLLMPRM", "import_vllm", "step_scores_from_pooling"]
@@ -103,6 +103,8 @@ class VLLMEngine:
                 f"need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1; got "
                 f"{temperature}, {top_p}, {max_tokens}"
             )
+        check_model_ref(model, "model")
+        self._identity = _identity(model, llm_kwargs)
         self._vllm = import_vllm()
         if isinstance(model, str):
             model = self._vllm.LLM(model=model, runner="generate", **llm_kwargs)
@@ -111,6 +113,11 @@ class VLLMEngine:
         self.top_p = float(top_p)
         self.max_tokens = int(max_tokens)
         self.system_prompt = system_prompt
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this engine's samples, for the run header."""
+        return {"backend": self.name, **self._identity, "temperature": self.temperature,
+                "top_p": self.top_p, "max_tokens": self.max_tokens, "system_prompt": self.system_prompt}
 
     def chat_prompt(self, prompt: str) -> str:
         """Render one user prompt with the model's chat template and generation prompt."""
@@ -210,6 +217,8 @@ class VLLMPRM:
         system_prompt: str = PRM_SYSTEM_PROMPT,
         **llm_kwargs: Any,
     ) -> None:
+        check_model_ref(model, "PRM")
+        self._identity = _identity(model, llm_kwargs)
         self._vllm = import_vllm()
         if isinstance(model, str):
             # vLLM implements Qwen2ForProcessRewardModel natively: no remote code needed.
@@ -217,11 +226,17 @@ class VLLMPRM:
         self.llm = model
         self.step_token = step_token
         self.system_prompt = system_prompt
+        self._identity_prm = {"backend": self.name, **self._identity, "step_token": step_token,
+                              "system_prompt": system_prompt}
         tok = self.llm.get_tokenizer()
         ids = tok.encode(step_token, add_special_tokens=False)
         if len(ids) != 1:
             raise ValueError(f"step token {step_token!r} is not a single token of the PRM tokenizer: {ids}")
         self.step_token_id = int(ids[0])
+
+    def describe(self) -> dict[str, Any]:
+        """What decides this PRM's scores, for the run header."""
+        return dict(self._identity_prm)
 
     def render(self, question: str, completion: str) -> tuple[str, int]:
         """The PRM input text for one completion and its number of steps."""
@@ -261,3 +276,17 @@ class VLLMPRM:
             except EngineError as e:
                 raise EngineError(f"completion {i}: {e}") from e
         return out
+
+
+def _identity(model: Any, llm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    from .base import model_identity
+
+    if isinstance(model, str):
+        ident = model_identity(model)
+        ident["revision"] = llm_kwargs.get("revision")
+    else:  # an existing vllm.LLM
+        cfg = getattr(getattr(model, "llm_engine", None), "model_config", None)
+        ident = {"model": str(getattr(cfg, "model", type(model).__name__)),
+                 "revision": getattr(cfg, "revision", None)}
+    ident["dtype"] = str(llm_kwargs.get("dtype", "auto"))
+    return ident
