@@ -191,7 +191,10 @@ def lock_run_dir(out: str | Path) -> Iterator[Path]:
             message names the holder's PID.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"run directory {out} cannot be created: {e.strerror or e}") from None
     key = str(out.resolve())
     me = threading.get_ident()
     with _HELD_GUARD:
@@ -215,7 +218,10 @@ def lock_run_dir(out: str | Path) -> Iterator[Path]:
         yield out
         return
     lock = out / LOCK_FILE
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ValueError(f"cannot open the lock file {lock}: {e.strerror or e}") from None
     try:
         for attempt in range(20):
             try:

@@ -135,6 +135,14 @@ def test_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path, gr
         pass
 
 
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, grader):
+    out = tmp_path / "file"
+    out.write_text("x")
+    with pytest.raises(ValueError, match=f"run directory {out} cannot be created: File exists"):
+        run(QUESTIONS[:2], ToyEngine(), ToyPRM(), BestOfN(2), out=out, grader=grader)
+    assert out.read_text() == "x"
+
+
 _SLOW_RUN = textwrap.dedent(
     """
     import sys, time
