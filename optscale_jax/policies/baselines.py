@@ -296,9 +296,9 @@ def dsc_official_difficulty(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
         ``(Q,)`` float64 difficulty (higher = harder).
     """
     m = np.asarray(mask, dtype=bool)
-    s = np.where(m, np.asarray(scores, dtype=np.float64), 0.0)
-    n = m.sum(axis=1)
-    return 1.0 - np.divide(s.sum(axis=1), n, out=np.zeros(n.shape), where=n > 0)
+    s = np.asarray(scores, dtype=np.float64)
+    # row by row with np.mean, as they compute it, so that near-ties order the same way
+    return np.array([1.0 - np.mean(s[i, m[i]]) if m[i].any() else 1.0 for i in range(m.shape[0])])
 
 
 def asc_stop_lengths(mask: np.ndarray, answer_ids: np.ndarray, threshold: float, limit: int | None = None) -> np.ndarray:
