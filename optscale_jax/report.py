@@ -274,7 +274,8 @@ def plot_frontier(result: SweepResult, path: str | Path | None = None, *, ax: An
     if front:
         ax.step([r["mean_tokens"] for r in front], [100 * r["accuracy"] for r in front],
                 where="post", color="k", lw=1.2, alpha=0.8, label="Pareto frontier")
-    ax.set_xscale("log")
+    if any(r["mean_tokens"] > 0 for r in result.records):  # a pool without token counts: linear
+        ax.set_xscale("log")
     ax.set_xlabel("mean tokens per question")
     ax.set_ylabel("accuracy (%)")
     title = f"{result.label}: accuracy vs tokens ({result.n_questions} questions)"

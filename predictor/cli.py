@@ -8,9 +8,10 @@ Registered with the ``optscale`` command through the entry-point group
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,26 +44,139 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 
 def _load_questions(path: Path) -> tuple[list[str], list[str]]:
-    """Ids and texts from a JSON list of question objects (benchmark files) or strings."""
-    data = json.loads(path.read_text())
+    """Ids and texts from a JSON list of question objects (benchmark files) or strings.
+
+    Raises:
+        typer.BadParameter: naming the file (and item, field) for a missing, non-UTF-8,
+            truncated or malformed file, or duplicate ids.
+    """
+    hint = "--questions"
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise typer.BadParameter(f"{path}: {what}; expected a JSON list of questions", param_hint=hint)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise typer.BadParameter(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", param_hint=hint
+        ) from None
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(
+            f"{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg}); "
+            "expected a JSON list of questions",
+            param_hint=hint,
+        ) from None
     if isinstance(data, dict) and "questions" in data:
         data = data["questions"]
     if not isinstance(data, list) or not data:
-        raise typer.BadParameter(f"{path}: expected a non-empty JSON list of questions")
+        kind = {"dict": "object", "str": "string", "int": "number", "float": "number"}
+        got = "an empty list" if data == [] else f"a JSON {kind.get(type(data).__name__, type(data).__name__)}"
+        raise typer.BadParameter(
+            f"{path}: expected a non-empty JSON list of questions (strings or objects with "
+            f"'problem', 'question' or 'prompt'), got {got}",
+            param_hint=hint,
+        )
     ids, texts = [], []
     for i, q in enumerate(data):
-        if isinstance(q, str):
+        if isinstance(q, str) and q.strip():
             ids.append(str(i))
             texts.append(q)
             continue
-        text = q.get("problem") or q.get("question") or q.get("prompt")
-        if not isinstance(text, str):
+        if not isinstance(q, dict):
             raise typer.BadParameter(
-                f"{path}: item {i} has no 'problem', 'question' or 'prompt' text"
+                f"{path}: item {i}: expected a non-empty string or an object, got {type(q).__name__}",
+                param_hint=hint,
+            )
+        text = q.get("problem") or q.get("question") or q.get("prompt")
+        if not isinstance(text, str) or not text.strip():
+            raise typer.BadParameter(
+                f"{path}: item {i}: field 'problem' (or 'question', 'prompt'): "
+                "missing or not a non-empty string",
+                param_hint=hint,
             )
         ids.append(str(q.get("unique_id", q.get("id", i))))
         texts.append(text)
+    if len(set(ids)) != len(ids):
+        dup = next(x for x in ids if ids.count(x) > 1)
+        raise typer.BadParameter(
+            f"{path}: field 'unique_id': duplicate question id {dup!r}", param_hint=hint
+        )
     return ids, texts
+
+
+def _check_checkpoint_dir(path: Path) -> None:
+    """A directory holding manifest.json and params.msgpack (cheap: nothing is loaded)."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such directory", param_hint="CHECKPOINT")
+    if not path.is_dir():
+        raise typer.BadParameter(
+            f"{path}: not a directory; expected a checkpoint directory written by "
+            "`optscale predictor train`",
+            param_hint="CHECKPOINT",
+        )
+    for name in ("manifest.json", "params.msgpack"):
+        if not (path / name).is_file():
+            raise typer.BadParameter(
+                f"{path}: not a predictor checkpoint (missing {name}); expected a directory "
+                "written by `optscale predictor train`",
+                param_hint="CHECKPOINT",
+            )
+
+
+def _check_output_file(path: Path, hint: str) -> None:
+    """An output file path: not an existing directory, its parent creatable/writable."""
+    if path.is_dir():
+        raise typer.BadParameter(f"{path}: is a directory; expected a file name", param_hint=hint)
+    _check_writable_parent(path, hint)
+
+
+def _check_output_dir(path: Path, hint: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path}: exists and is not a directory", param_hint=hint)
+    _check_writable_parent(path, hint)
+
+
+def _check_writable_parent(path: Path, hint: str) -> None:
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{path}: {parent} is not a directory", param_hint=hint)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{path}: {parent} is not writable", param_hint=hint)
+
+
+def _check_input_dir(path: Path | None, hint: str) -> None:
+    if path is not None and not path.is_dir():
+        what = "no such directory" if not path.exists() else "not a directory"
+        raise typer.BadParameter(f"{path}: {what}", param_hint=hint)
+
+
+def _load_checkpoint(path: Path) -> Any:
+    """load_checkpoint with its errors as one-line BadParameter naming the directory."""
+    from predictor.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except UnicodeDecodeError as e:
+        raise typer.BadParameter(
+            f"{path}/manifest.json: not UTF-8 text ({e.reason} at byte {e.start})",
+            param_hint="CHECKPOINT",
+        ) from None
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(
+            f"{path}/manifest.json: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})",
+            param_hint="CHECKPOINT",
+        ) from None
+    except (KeyError, TypeError) as e:
+        raise typer.BadParameter(
+            f"{path}/manifest.json: missing or malformed field {e}", param_hint="CHECKPOINT"
+        ) from None
+    except (ValueError, OSError) as e:
+        msg = " ".join(str(e).split())
+        if str(path) not in msg:
+            msg = f"{path}: {msg}"
+        raise typer.BadParameter(msg, param_hint="CHECKPOINT") from None
 
 
 @app.command()
@@ -121,6 +235,23 @@ def train(
     from predictor.training import TrainConfig, predict_moments
     from predictor.training import train as train_head
 
+    if objective not in ("regression", "score_model"):
+        raise typer.BadParameter(
+            f"unknown objective {objective!r}; choose regression or score_model",
+            param_hint="--objective",
+        )
+    if pooling not in ("mean", "attention"):
+        raise typer.BadParameter(
+            f"unknown pooling {pooling!r}; choose mean or attention", param_hint="--pooling"
+        )
+    for value, hint in ((train_subset, "--train-subset"), (val_subset, "--val-subset")):
+        if value is not None and value < 1:
+            raise typer.BadParameter(f"must be >= 1 questions, got {value}", param_hint=hint)
+    _check_output_dir(out, "--out")
+    if priors_out is not None:
+        _check_output_file(priors_out, "--priors-out")
+    _check_input_dir(data, "--data")
+    _check_input_dir(backbone, "--backbone")
     given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
     overrides = dict(
         objective=objective, seed=seed, **{k: v for k, v in given.items() if v is not None}
@@ -193,14 +324,20 @@ def predict(
     robust_widths: Annotated[bool, typer.Option(help="Use the robust (MAD) prior widths.")] = False,
 ) -> None:
     """Write a priors file (question id → μ̄, σ_μ, σ̄, σ_σ) for a set of questions."""
+    # Every input is checked before the backbone loads or a feature is computed.
+    _check_checkpoint_dir(checkpoint)
+    _check_output_file(out, "--out")
+    _check_input_dir(data, "--data")
+    _check_input_dir(backbone, "--backbone")
+    loaded = _load_questions(questions) if questions is not None else None
+
     from predictor.baselines import metrics
-    from predictor.checkpoint import load_checkpoint
     from predictor.data import load_split
     from predictor.features import Backbone
     from predictor.pipeline import featurize, write_head_priors
     from predictor.training import predict_moments
 
-    ck = load_checkpoint(checkpoint)
+    ck = _load_checkpoint(checkpoint)
     info = ck.backbone
     path = backbone or (
         None
@@ -217,7 +354,7 @@ def predict(
         split = load_split("val", data)
         ids, texts, labels = split.ids, split.texts, split.labels
     else:
-        ids, texts = _load_questions(questions)
+        ids, texts = loaded
     feats = featurize(
         bb, texts, pooling=info.get("pooling", "attention"), cache_dir=cache_dir, progress=True
     )
