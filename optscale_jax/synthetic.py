@@ -350,22 +350,26 @@ def best_of_n_accuracy(pool: Pool, ns: Sequence[int] = _CURVE_NS) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
-def majority_accuracy(pool: Pool, ns: Sequence[int] = _CURVE_NS) -> np.ndarray:
+def majority_accuracy(pool: Pool, ns: Sequence[int] = _CURVE_NS, vote: str = "official") -> np.ndarray:
     """Majority-vote accuracy over the first N samples.
 
     The most frequent answer class wins; ties go to the class that appeared first (so
     N = 2 with two different answers keeps the first, as in the official results).
-    Samples without an answer do not vote.
+    Under ``vote="official"`` (the authors' rule, as replay's default) "no answer" is a
+    class that votes and, winning, is wrong; under ``"math-verify"`` it does not vote.
 
     Args:
         pool: a graded pool with ``answer_ids``.
         ns: values of N.
+        vote: ``"official"`` or ``"math-verify"`` (:func:`optscale_jax.grading.vote_classes`).
 
     Returns:
         ``(len(ns),)`` accuracies.
     """
+    from optscale_jax.grading import vote_classes
+
     q = pool.n_questions
-    ids = pool.answer_ids
+    ids = vote_classes(pool, vote)
     n_classes = int(ids.max(initial=-1)) + 1
     # correctness of each class = correctness of any of its samples
     cls_ok = np.zeros((q, max(n_classes, 1)), dtype=bool)
@@ -574,6 +578,13 @@ def _comparison_table(seeds: Sequence[int] = range(10)) -> str:
             f"{s:.3f}({o:.3f})" for s, o in zip(r["bon_synthetic"], r["bon_official"], strict=True)
         )
         lines.append(f"{ds:<9} {cells} {r['tokens_synthetic']:.0f}({r['tokens_official']:.0f})")
+    lines.append("majority vote (authors' vote rule):")
+    for ds in DATASETS:
+        r = compare_with_official(ds, seeds)
+        cells = " ".join(
+            f"{s:.3f}({o:.3f})" for s, o in zip(r["maj_synthetic"], r["maj_official"], strict=True)
+        )
+        lines.append(f"{ds:<9} {cells}")
     return "\n".join(lines)
 
 
