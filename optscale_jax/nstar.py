@@ -13,6 +13,7 @@ even when F(s_min) is within 1e-12 of 0 or 1.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ __all__ = [
     "n_star_from_log_cdf",
     "exceedance_probability",
     "n_star_official",
+    "n_star_official_table",
     "posterior_exceedance_probability",
     "posterior_n_star",
 ]
@@ -179,12 +181,13 @@ def n_star(
     mu, sigma, s_min, alpha = jnp.broadcast_arrays(
         *(jnp.asarray(v, dtype) for v in (mu, sigma, s_min, alpha))
     )
+    # mu = +inf: the law is a point mass at 1, F(s_min) = 0 below 1, so n_min samples do.
+    at_one = (mu == jnp.inf) & (s_min < 1)
     if mu.dtype == jnp.float64 and mu.size >= _SCREEN_MIN_SIZE:
         out = _n_star_screened(mu, sigma, s_min, alpha, n_min=n_min, n_max=n_max)
-    else:
-        out = n_star_from_log_cdf(truncnorm01_log_cdf(s_min, mu, sigma), alpha, n_min=n_min, n_max=n_max)
-    # mu = +inf: the law is a point mass at 1, F(s_min) = 0 below 1, so one sample is enough.
-    return jnp.where(jnp.isposinf(mu) & (s_min < 1), jnp.int32(n_min), out)
+        return jnp.where(at_one, jnp.int32(n_min), out)
+    log_f = jnp.where(at_one, -jnp.inf, truncnorm01_log_cdf(s_min, mu, sigma))
+    return n_star_from_log_cdf(log_f, alpha, n_min=n_min, n_max=n_max)
 
 
 _SCREEN_MIN_SIZE = 4096
@@ -317,24 +320,89 @@ def n_star_official(
     if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 2:
         raise ValueError(f"grid must be a whole number of points >= 2, got {grid!r}")
     mu, sigma, s_min, alpha = jnp.broadcast_arrays(*(jnp.asarray(v, float) for v in (mu, sigma, s_min, alpha)))
-    shape = mu.shape
-    mu, sigma, s_min, alpha = (v.reshape(-1, 1) for v in (mu, sigma, s_min, alpha))
-    x = jnp.linspace(0.0, 1.0, grid)
+    out = _n_star_official_flat(
+        *(v.reshape(-1) for v in (mu, sigma, s_min, alpha)), n_max=int(n_max), n_min=int(n_min), grid=int(grid)
+    )
+    return out.reshape(mu.shape)
+
+
+@partial(jax.jit, static_argnames=("n_max", "n_min", "grid"))
+def _n_star_official_flat(mu, sigma, s_min, alpha, *, n_max, n_min, grid):
+    """The grid scan on flat ``(P,)`` inputs, compiled once per (P, n_max, n_min, grid)."""
+    mu, sigma, s_min, alpha = (v[:, None] for v in (mu, sigma, s_min, alpha))
+    x = jnp.linspace(0.0, 1.0, grid, dtype=mu.dtype)
     log_cdf = truncnorm01_log_cdf(x, mu, sigma)
     log_pdf = truncnorm01_log_prob(x, mu, sigma)
     q = 1.0 - alpha
 
     def quantile_ok(n):
+        # Best-of-n density n F^(n-1) f on the grid, in log space (no underflow in the
+        # tails), summed cumulatively and normalised; the first grid point where it reaches
+        # q is the quantile (numpy's searchsorted, side="left", on a non-decreasing array).
         dens = jnp.exp(jnp.log(n) + jnp.where(n > 1, (n - 1) * log_cdf, 0.0) + log_pdf)
         cum = jnp.cumsum(dens, axis=-1)
         cum = cum / cum[:, -1:]
         idx = jnp.argmax(cum >= q, axis=-1)
         return x[idx] >= s_min[:, 0]
 
-    ns = jnp.arange(n_min, n_max + 1, dtype=float)
+    ns = jnp.arange(n_min, n_max + 1, dtype=mu.dtype)
     ok = jax.vmap(quantile_ok, out_axes=1)(ns)  # (P, n_N)
     first = jnp.where(jnp.any(ok, axis=1), ns[jnp.argmax(ok, axis=1)], n_max)
-    return first.astype(jnp.int32).reshape(shape)
+    return first.astype(jnp.int32)
+
+
+def n_star_official_table(
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    s_min: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    n_max: int,
+    n_min: int = 1,
+    grid: int = 1000,
+) -> jax.Array:
+    """:func:`n_star_official` for every (fit, s_min, alpha) of a sweep at once.
+
+    The best-of-N CDF on the grid depends on (μ, σ, N) only, so it is computed once per
+    fit and N and read at every quantile, instead of once per cell (S·A times less work).
+
+    Args:
+        mu, sigma: ``(P,)`` fits.
+        s_min: ``(S,)`` thresholds.
+        alpha: ``(A,)`` target probabilities.
+        n_max, n_min, grid: as for :func:`n_star_official`.
+
+    Returns:
+        int32 array ``(P, S, A)``, equal to ``n_star_official`` cell by cell.
+    """
+    _check_alpha(alpha)
+    n_max, n_min, grid = int(n_max), int(n_min), int(grid)
+    if not 1 <= n_min <= n_max or grid < 2:
+        raise ValueError(f"need 1 <= n_min <= n_max and grid >= 2, got {n_min}, {n_max}, {grid}")
+    mu, sigma = (jnp.asarray(v, float).reshape(-1) for v in (mu, sigma))
+    s_min, alpha = (jnp.asarray(v, float).reshape(-1) for v in (s_min, alpha))
+    return _n_star_official_table(mu, sigma, s_min, alpha, n_max=n_max, n_min=n_min, grid=grid)
+
+
+@partial(jax.jit, static_argnames=("n_max", "n_min", "grid"))
+def _n_star_official_table(mu, sigma, s_min, alpha, *, n_max, n_min, grid):
+    x = jnp.linspace(0.0, 1.0, grid, dtype=mu.dtype)
+    log_cdf = truncnorm01_log_cdf(x, mu[:, None], sigma[:, None])  # (P, G)
+    log_pdf = truncnorm01_log_prob(x, mu[:, None], sigma[:, None])
+    q = 1.0 - alpha  # (A,)
+
+    def step(first, n):
+        dens = jnp.exp(jnp.log(n) + jnp.where(n > 1, (n - 1) * log_cdf, 0.0) + log_pdf)
+        cum = jnp.cumsum(dens, axis=-1)
+        cum = cum / cum[:, -1:]
+        idx = jnp.argmax(cum[:, None, :] >= q[None, :, None], axis=-1)  # (P, A)
+        ok = x[idx][:, None, :] >= s_min[None, :, None]  # (P, S, A)
+        return jnp.where((first == 0) & ok, n, first), None
+
+    ns = jnp.arange(n_min, n_max + 1, dtype=mu.dtype)
+    first0 = jnp.zeros((mu.shape[0], s_min.shape[0], alpha.shape[0]), mu.dtype)
+    first, _ = jax.lax.scan(step, first0, ns)
+    return jnp.where(first == 0, n_max, first).astype(jnp.int32)
 
 
 def posterior_exceedance_probability(
