@@ -139,7 +139,13 @@ def compute_n_star(
     if rule == "closed":
         n = _ns.n_star(mu_s, sg_s, s_min, alpha, n_min=1, n_max=int(n_max))
     elif rule == "official":
-        n = _ns.n_star_official(mu_s, sg_s, s_min, alpha, n_max=int(n_max))
+        # The grid scan once per distinct fit, read at every distinct (s_min, alpha).
+        b = np.broadcast_arrays(mu_s, sg_s, np.asarray(s_min, float), np.asarray(alpha, float))
+        pairs, p_inv = np.unique(np.stack([b[0].ravel(), b[1].ravel()], 1), axis=0, return_inverse=True)
+        s_u, s_inv = np.unique(b[2].ravel(), return_inverse=True)
+        a_u, a_inv = np.unique(b[3].ravel(), return_inverse=True)
+        table = np.asarray(_ns.n_star_official_table(pairs[:, 0], pairs[:, 1], s_u, a_u, n_max=int(n_max)))
+        n = table[p_inv.ravel(), s_inv.ravel(), a_inv.ravel()].reshape(b[0].shape)
     else:
         raise ValueError(f"N* rule must be 'closed' or 'official', got {rule!r}")
     n = np.asarray(n).astype(np.int64)
