@@ -324,28 +324,44 @@ def final_answer_text(completion: str) -> str:
     return completion.rsplit("</think>", 1)[1].strip() if "</think>" in completion else completion.strip()
 
 
+#: The user prompt of every round in the authors' sequential (MR-Thinking) generator, with
+#: ``{question}`` for the problem (pass it as ``prompt_template`` for their exact prompt).
+MR_THINKING_TEMPLATE = (
+    "Answer the following questions. You should think step-by-step and put your final answer "
+    "within $\\boxed{answer}$, where [answer] is just the final number or expression that solves "
+    "the problem.\n Question: {question}"
+)
+
+
 @dataclass
 class MRThinking:
-    """Multi-round thinking (Tian et al. 2025, "Think Twice", arXiv 2503.19855).
+    """Multi-round thinking: one sample per round, the last round's answer is kept.
 
-    Round 1 asks the question; every later round asks it again followed by
+    ``style="official"`` (default) is what the OptScale authors' generator does: every round
+    sends the same prompt (the question, rendered with the run's ``prompt_template``; their
+    template is :data:`MR_THINKING_TEMPLATE`), without the previous answer.
+    ``style="think-twice"`` is the rule of Tian et al. 2025 ("Think Twice", arXiv
+    2503.19855): every later round asks the question again followed by
     "The assistant's previous answer is: <answer> {last round answer} </answer>,
-    and please re-answer." where the last round answer is the previous
-    completion without its reasoning (the text after ``</think>``). One sample
-    per round; the answer kept is the last round's. ``n_max`` = rounds; tokens
-    of every round are charged.
+    and please re-answer." where the last round answer is the previous completion
+    without its reasoning (the text after ``</think>``). ``n_max`` = rounds; tokens of
+    every round are charged.
 
     Args:
         rounds: Number of rounds (>= 1).
+        style: ``"official"`` or ``"think-twice"``.
     """
 
     rounds: int
     name: str = "MR-Thinking"
+    style: str = "official"
 
     def __post_init__(self) -> None:
         if int(self.rounds) != self.rounds or self.rounds < 1:
             raise ValueError(f"MRThinking.rounds must be an integer >= 1, got {self.rounds!r}")
         self.rounds = int(self.rounds)
+        if self.style not in ("official", "think-twice"):
+            raise ValueError(f"MRThinking.style must be 'official' or 'think-twice', got {self.style!r}")
 
     @property
     def n_max(self) -> int:
@@ -362,7 +378,7 @@ class MRThinking:
 
     def prompt(self, question_prompt: str, previous: Sequence[str]) -> str:
         """The user prompt of the next round given the completions of earlier rounds."""
-        if not previous:
+        if not previous or self.style == "official":
             return question_prompt
         return (
             f"{question_prompt}\nThe assistant's previous answer is: <answer> "

@@ -30,10 +30,12 @@ torch = pytest.importorskip("torch")
 
 
 def test_split_steps():
-    assert split_steps("") == []
-    assert split_steps(" \n\n \n") == []
-    assert split_steps("one") == ["one"]
-    assert split_steps("a\nb\n\nc\n\n\n\n d \n\n") == ["a\nb", "c", "d"]
+    assert split_steps("", rule="clean") == []
+    assert split_steps(" \n\n \n", rule="clean") == []
+    assert split_steps("one", rule="clean") == ["one"]
+    assert split_steps("a\nb\n\nc\n\n\n\n d \n\n", rule="clean") == ["a\nb", "c", "d"]
+    assert split_steps("") == [""]  # the authors' scorer: split as it is
+    assert split_steps("a\nb\n\nc\n\n\n\n d \n\n") == ["a\nb", "c", "", " d ", ""]
     with pytest.raises(TypeError, match="must be a str"):
         split_steps(None)
 
@@ -152,8 +154,8 @@ def test_prm_matches_direct_forward(tiny):
     questions = ["What is 3*3?", "q2", "q3", "q4"]
     completions = ["3*3 = 9.\n\nSo \\boxed{9}", "", "one long single step " * 3, "a\n\nb\n\nc"]
     got = prm.score(questions, completions)
-    assert got[1] == []
-    assert [len(g) for g in got] == [2, 0, 1, 3]
+    assert len(got[1]) == 1  # an empty completion is one empty step, scored (the authors' scorer)
+    assert [len(g) for g in got] == [2, 1, 1, 3]
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny[1])
@@ -161,7 +163,7 @@ def test_prm_matches_direct_forward(tiny):
     for q, c, g in zip(questions, completions, got, strict=False):
         if not g:
             continue
-        steps = [s.strip() for s in c.split("\n\n") if s.strip()]
+        steps = c.split("\n\n")
         text = (
             "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
             f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n" + "<extra_0>".join(steps) + "<extra_0><|im_end|>\n"

@@ -175,7 +175,7 @@ def test_batch_waves_and_token_budget(tmp_path, grader):
 
 def test_mr_thinking_reprompts_with_previous_answer(tmp_path, grader):
     eng = ToyEngine()
-    res = run(QUESTIONS[:2], eng, ToyPRM(), MRThinking(3), out=tmp_path, grader=grader,
+    res = run(QUESTIONS[:2], eng, ToyPRM(), MRThinking(3, style="think-twice"), out=tmp_path, grader=grader,
               prompt_template="{question}")
     assert len(eng.calls) == 3 and all(r.n == 1 for c in eng.calls for r in c)
     _, recs = read_samples(tmp_path / SAMPLES_FILE)
@@ -189,7 +189,7 @@ def test_mr_thinking_reprompts_with_previous_answer(tmp_path, grader):
                 "and please re-answer."
             )
     assert res.chosen.tolist() == [2, 2]  # the last round's answer is kept
-    assert MRThinking(2).prompt("Q", ["<think>long</think> The answer is 4."]).endswith(
+    assert MRThinking(2, style="think-twice").prompt("Q", ["<think>long</think> The answer is 4."]).endswith(
         "<answer> The answer is 4. </answer>, and please re-answer."
     )
 

@@ -3,8 +3,8 @@
 The format is the one of the Qwen2.5-Math-PRM model card (Zhang et al. 2025,
 "The Lessons of Developing Process Reward Models in Mathematical Reasoning"):
 
-* steps are the non-empty pieces of the completion split on blank lines
-  (``"\\n\\n"``);
+* steps are the pieces of the completion split on blank lines (``"\\n\\n"``), as
+  the authors' scorer makes them (empty pieces included; :func:`split_steps`);
 * the conversation is ``system`` = :data:`PRM_SYSTEM_PROMPT`, ``user`` = the
   question, ``assistant`` = the steps joined with the step token
   ``"<extra_0>"`` plus one final step token, rendered with the PRM's chat
@@ -38,23 +38,33 @@ STEP_TOKEN = "<extra_0>"
 PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def split_steps(completion: str) -> list[str]:
+def split_steps(completion: str, rule: str = "official") -> list[str]:
     """Split a completion into reasoning steps on blank lines.
 
     Args:
         completion: Completion text.
+        rule: ``"official"`` (the authors' scorer, ``generation_and_scoring/prm_scoring.py``):
+            ``completion.split("\\n\\n")`` as it is, so empty pieces and surrounding
+            whitespace stay and an empty completion is one empty step, which the PRM
+            scores; ``"clean"``: the stripped, non-empty pieces (an empty list for an
+            empty or whitespace-only completion, which is then not scored).
 
     Returns:
-        The stripped, non-empty pieces between ``"\\n\\n"`` separators (an empty
-        list for an empty or whitespace-only completion).
+        The steps.
 
     Examples:
         >>> split_steps("a = 1\\n\\n\\n\\nso b = 2\\n\\n")
+        ['a = 1', '', 'so b = 2', '']
+        >>> split_steps("a = 1\\n\\n\\n\\nso b = 2\\n\\n", rule="clean")
         ['a = 1', 'so b = 2']
     """
     if not isinstance(completion, str):
         raise TypeError(f"completion must be a str, got {type(completion).__name__}")
-    return [s.strip() for s in completion.split("\n\n") if s.strip()]
+    if rule == "official":
+        return completion.split("\n\n")
+    if rule == "clean":
+        return [s.strip() for s in completion.split("\n\n") if s.strip()]
+    raise ValueError(f"split_steps: rule must be 'official' or 'clean', got {rule!r}")
 
 
 def prm_messages(
