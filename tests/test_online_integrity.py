@@ -377,7 +377,7 @@ BAD = [  # (field, value, expected text)
 ]
 
 
-@pytest.mark.parametrize(("field", "value", "expected"), BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+@pytest.mark.parametrize(("field", "value", "expected"), BAD, ids=[f"{b[0]}={'missing' if b[1] is _DROP else repr(b[1])}" for b in BAD])
 def test_bad_record_is_a_clear_error_before_any_sampling(tmp_path, grader, field, value, expected):
     out = _good_log(tmp_path, grader)
     path = out / SAMPLES_FILE
