@@ -112,20 +112,21 @@ def test_prm_over_http(step_rows):
         prm = OpenAIPRM(srv.url, "Qwen/Qwen2.5-Math-PRM-7B", **FAST)
         scores = prm.score(["What is x^2?"] * 3, completions)
     pooling = [b for p, b, _, _ in srv.log if p == "/pooling"]
-    assert len(pooling) == 2  # the empty completion is not sent
+    assert len(pooling) == 3  # the empty completion is scored too (one empty step), as the authors do
     first = next(b for b in pooling if "Let x" in b["messages"][2]["content"])
     assert first["task"] == "token_classify" and first["use_activation"] is False
     assert first["messages"] == [
         {"role": "system", "content": PRM_SYSTEM_PROMPT},
         {"role": "user", "content": "What is x^2?"},
-        {"role": "assistant", "content": "Let x = 2.<extra_0>Then x^2 = 4.<extra_0>\\boxed{4}<extra_0>"},
+        {"role": "assistant",
+         "content": "Let x = 2.<extra_0><extra_0>Then x^2 = 4.<extra_0>\\boxed{4}<extra_0>"},
     ]
-    expected = [sig(fake.toy_step_logit(s)) for s in ["Let x = 2.", "Then x^2 = 4.", "\\boxed{4}"]]
-    np.testing.assert_allclose(scores[0], expected, rtol=1e-12)
-    assert scores[1] == []
+    steps = ["Let x = 2.", "", "Then x^2 = 4.", "\\boxed{4}"]
+    np.testing.assert_allclose(scores[0], [sig(fake.toy_step_logit(s)) for s in steps], rtol=1e-12)
+    np.testing.assert_allclose(scores[1], [sig(fake.toy_step_logit(""))], rtol=1e-12)
     np.testing.assert_allclose(scores[2], [sig(fake.toy_step_logit("one step"))], rtol=1e-12)
     n_tokenize = sum(p == "/tokenize" for p, _, _, _ in srv.log)
-    assert n_tokenize == (0 if step_rows else 3)  # per-token rows need the step positions
+    assert n_tokenize == (0 if step_rows else 4)  # per-token rows need the step positions (3 conversations + the step token)
 
 
 _VALIDATE = textwrap.dedent(

@@ -93,17 +93,22 @@ def test_prm_input_format_and_step_probabilities(fake_vllm):
     name, (prompts, params), kwargs = fake_vllm.CALLS[-1]
     assert name == "encode" and kwargs["pooling_task"] == "token_classify"
     assert params.use_activation is False
-    # the model card's format: system prompt, question, steps joined by <extra_0>
+    # the model card's format: system prompt, question, steps joined by <extra_0>; steps
+    # split on "\n\n" exactly as the authors' scorer does (an empty piece is a step)
     assert prompts[0] == (
         f"<|im_start|>system\n{PRM_SYSTEM_PROMPT}<|im_end|>\n"
         "<|im_start|>user\nWhat is x^2?<|im_end|>\n"
-        "<|im_start|>assistant\nLet x = 2.<extra_0>Then x^2 = 4.<extra_0>\\boxed{4}<extra_0><|im_end|>\n"
+        "<|im_start|>assistant\nLet x = 2.<extra_0><extra_0>Then x^2 = 4.<extra_0>\\boxed{4}<extra_0>"
+        "<|im_end|>\n"
     )
-    assert len(prompts) == 2  # completions without steps are not sent
+    assert len(prompts) == 4  # empty completions are scored too, as one empty step
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
-    expected = [sig(fake_vllm.toy_step_logit(s)) for s in ["Let x = 2.", "Then x^2 = 4.", "\\boxed{4}"]]
-    np.testing.assert_allclose(scores[0], expected, rtol=1e-6)
-    assert scores[1] == [] and scores[2] == []
+    steps = ["Let x = 2.", "", "Then x^2 = 4.", "\\boxed{4}"]
+    np.testing.assert_allclose(scores[0], [sig(fake_vllm.toy_step_logit(s)) for s in steps], rtol=1e-6)
+    np.testing.assert_allclose(scores[1], [sig(fake_vllm.toy_step_logit(""))], rtol=1e-6)
+    np.testing.assert_allclose(
+        scores[2], [sig(fake_vllm.toy_step_logit(s)) for s in ["  ", "  "]], rtol=1e-6
+    )
     np.testing.assert_allclose(scores[3], [sig(fake_vllm.toy_step_logit("one step"))], rtol=1e-6)
 
 

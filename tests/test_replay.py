@@ -213,11 +213,12 @@ def test_sweep_rejects_misaligned_prior() -> None:
     from test_policies import score_pool
 
     from optscale_jax.policies import gaussian_prior
-    from optscale_jax.replay import sweep
+    from optscale_jax.replay import Grid, sweep
 
     pool = score_pool(5, q=30, n=12)
+    grid = Grid(s_min=(0.9,), quantile=(0.05,), n_max=(8,))
     with pytest.raises(ValueError, match="prior field 'loc_mu' has shape \\(3,\\), the pool has 30"):
-        sweep(pool, methods=("OptScaleT",), prior=gaussian_prior(np.full(3, 0.8), np.full(3, 0.1)))
+        sweep(pool, grid=grid, methods=("OptScaleT",), prior=gaussian_prior(np.full(3, 0.8), np.full(3, 0.1)))
 
 
 def test_best_of_n_follows_the_authors_rule_on_empty_and_unanswered_samples() -> None:
