@@ -379,6 +379,18 @@ def _solve_stats(n, mean, m2c, prior, theta0, sigma_bounds, max_iter, frozen=Non
     return objective, _newton_box(objective, vgh, theta0, lower, upper, max_iter, frozen)
 
 
+#: Second starting points of MAP searches: a coarse (μ, σ) grid (spacing 0.25 in μ and
+#: a factor e^0.66 in σ), of which the best is used.
+_START_GRID = tuple(
+    np.stack(np.meshgrid(np.linspace(-0.5, 1.5, 9), np.geomspace(0.02, 2.0, 8)), -1)
+    .reshape(-1, 2)
+    .T
+)
+#: A row runs the second search only if some grid point beats its first maximum by more
+#: than this (nats).
+_SECOND_START_MARGIN = 2.0
+
+
 def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
     dtype = scores.dtype
     n, mean, std, spread = _data_moments(scores, mask)
@@ -395,11 +407,10 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
     degenerate = (n == 1) | ((n > 1) & (spread <= 0.0))
     # Without a prior these have no finite optimum: answered in closed form below.
     frozen = (degenerate | (n == 0)) if prior is None else None
-    if likelihood is None:
-        objective, solved = _solve_stats(
-            n, mean, m2c, prior, theta0, sigma_bounds, max_iter, frozen
-        )
-    else:
+
+    def solve(start, frozen=frozen):
+        if likelihood is None:
+            return _solve_stats(n, mean, m2c, prior, start, sigma_bounds, max_iter, frozen)
 
         def objective(theta):
             mu, sigma = _from_natural(theta)
@@ -407,8 +418,33 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
 
         lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
         upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
-        solved = _newton_box(
-            objective, partial(_value_grad_hess, objective), theta0, lower, upper, max_iter, frozen
+        return objective, _newton_box(
+            objective, partial(_value_grad_hess, objective), start, lower, upper, max_iter, frozen
+        )
+
+    objective, solved = solve(theta0)
+    if prior is not None:
+        # The log-likelihood is concave in η, but a prior in (μ, σ) is not: the
+        # posterior can have two modes (a narrow one near the scores, a wide one
+        # towards the prior centre). Start a second search at the best point of a
+        # coarse (μ, σ) grid and keep the higher of the two maxima.
+        grid = _to_natural(*(jnp.asarray(v, dtype) for v in _START_GRID))
+        grid = jnp.broadcast_to(grid, (theta0.shape[0],) + grid.shape)  # (Q, G, 2)
+        values = jax.vmap(objective, in_axes=1, out_axes=1)(grid)  # (Q, G)
+        values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
+        best = jnp.argmax(values, axis=1)
+        start = grid[jnp.arange(grid.shape[0]), best]
+        # Rows skip the second search (most do) where the first maximum is at least as
+        # high as every grid point, or where the best grid point is its neighbour.
+        mu1, sigma1 = _from_natural(solved[0])
+        mu_g, sigma_g = (jnp.asarray(v, dtype)[best] for v in _START_GRID)
+        near = (jnp.abs(mu_g - mu1) <= 0.25) & (jnp.abs(jnp.log(sigma_g / sigma1)) <= 0.66)
+        settled = near | (jnp.max(values, axis=1) < solved[1] - _SECOND_START_MARGIN)
+        _, other = solve(start, frozen=settled)
+        better = other[1] > solved[1]
+        solved = tuple(
+            jnp.where(better.reshape(better.shape + (1,) * (a.ndim - 1)), b, a)
+            for a, b in zip(solved, other, strict=True)
         )
     theta, value, on_edge, done, iterations = solved
     mu, sigma = _from_natural(theta)

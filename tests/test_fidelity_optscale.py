@@ -420,10 +420,6 @@ def test_oneshot_equals_authors_procedure(oracle, rescaled):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug, not yet fixed: fit_map can stop at the worse mode of a bimodal posterior "
-    "(seed 100, question 3, k=5: prior centre (0.318, 0.034), peek piled near 1; ours "
-    "(0.961, 0.047) log posterior -7.42, L-BFGS-B from the same start (0.597, 0.269) -5.97)"))
 def test_oneshot_equals_authors_procedure_many_seeds(oracle, rescaled):
     stats = _new_stats()
     for seed in range(100, 106):
