@@ -137,3 +137,35 @@ def test_real_search_and_learn_pool_is_graded_and_replayed(tmp_path, shared_data
     assert bon[4]["mean_tokens"] == pytest.approx(pool.tokens.sum() / 10)
     assert bon[4]["mean_samples"] == 4.0
     assert 0.0 < bon[4]["accuracy"] <= 1.0
+
+
+def test_the_optscale_command_computes_in_float64(tmp_path) -> None:
+    """The console command turns on float64 (the authors' numpy precision): its
+    OptScale records equal an in-process float64 sweep of the same pool exactly. (In
+    float32, N* moves by one sample on some questions of this grid: the test fails
+    with JAX_ENABLE_X64=0.)"""
+    import os
+    import subprocess
+    import sys
+
+    from optscale_jax.replay import Grid, sweep
+    from optscale_jax.synthetic import synthetic_pool
+
+    spec = "s_min=0.95,0.96;quantile=0.01,0.035;n_max=8,32"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "optscale_jax.cli", "replay", "--policy", "OptScale0", "--grid", spec,
+         "--n-boot", "0", "--no-progress", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cli = [r for r in json.loads((out / "results.json").read_text())["records"]
+           if r["method"] == "OptScale0"]
+    grid = Grid(s_min=(0.95, 0.96), quantile=(0.01, 0.035), n_max=(8, 32))
+    pool = synthetic_pool(dataset="math500", n_samples=64, seed=0)
+    api = sweep(pool, grid=grid, methods=("OptScale0",), n_boot=0).records
+    assert len(cli) == len(api) > 0
+    for a, b in zip(cli, api, strict=True):
+        assert (a["s_min"], a["quantile"], a["n_max"]) == (b["s_min"], b["quantile"], b["n_max"])
+        assert a["mean_samples"] == b["mean_samples"] and a["accuracy"] == b["accuracy"]
