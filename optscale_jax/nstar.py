@@ -348,6 +348,8 @@ def _n_star_official_flat(mu, sigma, s_min, alpha, *, n_max, n_min, grid):
     ns = jnp.arange(n_min, n_max + 1, dtype=mu.dtype)
     ok = jax.vmap(quantile_ok, out_axes=1)(ns)  # (P, n_N)
     first = jnp.where(jnp.any(ok, axis=1), ns[jnp.argmax(ok, axis=1)], n_max)
+    # μ = +∞: all mass at 1, so every quantile reaches s_min (as in n_star).
+    first = jnp.where(jnp.isposinf(mu[:, 0]), n_min, first)
     return first.astype(jnp.int32)
 
 
@@ -402,7 +404,9 @@ def _n_star_official_table(mu, sigma, s_min, alpha, *, n_max, n_min, grid):
     ns = jnp.arange(n_min, n_max + 1, dtype=mu.dtype)
     first0 = jnp.zeros((mu.shape[0], s_min.shape[0], alpha.shape[0]), mu.dtype)
     first, _ = jax.lax.scan(step, first0, ns)
-    return jnp.where(first == 0, n_max, first).astype(jnp.int32)
+    first = jnp.where(first == 0, n_max, first)
+    first = jnp.where(jnp.isposinf(mu)[:, None, None], n_min, first)  # all mass at 1
+    return first.astype(jnp.int32)
 
 
 def posterior_exceedance_probability(

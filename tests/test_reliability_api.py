@@ -95,6 +95,19 @@ def test_infinite_mu_needs_n_min(size) -> None:
     assert int(n_star(-np.inf, 0.2, 0.9, 0.95, n_max=64)) == 64
 
 
+def test_infinite_mu_in_the_official_grid_rule() -> None:
+    """The grid rule agrees with the closed form's limit: mu = +inf is a point mass at 1,
+    whose every quantile reaches s_min, so the scan stops at n_min; a huge finite mu
+    (F(s_min) ~ 0, checked above against scipy) gives the same."""
+    from optscale_jax.nstar import n_star_official, n_star_official_table
+
+    assert int(n_star_official(np.inf, 0.2, 0.9, 0.95, n_max=16)) == 1
+    assert int(n_star_official(np.inf, 0.2, 0.9, 0.95, n_max=16, n_min=3)) == 3
+    assert int(n_star_official(50.0, 0.2, 0.9, 0.95, n_max=16)) == 1
+    table = n_star_official_table([np.inf, 50.0], [0.2, 0.2], [0.9, 0.95], [0.9, 0.99], n_max=16)
+    assert np.all(np.asarray(table) == 1)
+
+
 def test_device_and_traced_arrays_are_not_inspected() -> None:
     """Documented: no device sync for checks; jax-array sigma <= 0 gives n_max, as a NaN fit does."""
     assert int(n_star(0.5, jnp.asarray(-1.0), 0.5, 0.95, n_max=16)) == 16
