@@ -112,8 +112,8 @@ def _tokens_at_accuracy(records: list[dict], targets: np.ndarray) -> list[float 
 
 def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None = None) -> dict:
     """Replay OptScale⁰ / OptScaleᵗ with several priors on the label-conditioned pool."""
-    from optscale_jax.model import GaussianPrior
-    from optscale_jax.replay import POPULATION_PRIOR_CENTRES, sweep
+    from optscale_jax.model import POPULATION_PRIOR_CENTRES, GaussianPrior
+    from optscale_jax.replay import sweep
     from predictor.priors import load_priors, read_official_priors
 
     pool, val = label_conditioned_pool(seed)

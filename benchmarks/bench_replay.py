@@ -34,8 +34,9 @@ from scipy import optimize, stats  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from optscale_jax.policies import OptScale, gaussian_prior, official_peek  # noqa: E402
-from optscale_jax.replay import OFFICIAL_GRID, POPULATION_PRIOR_CENTRES, replay, sweep  # noqa: E402
+from optscale_jax.model import population_prior  # noqa: E402
+from optscale_jax.policies import OptScale, official_peek  # noqa: E402
+from optscale_jax.replay import OFFICIAL_GRID, replay, sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -111,7 +112,7 @@ def main(argv=None) -> dict:
     pool = make_pool()
     t_pool = time.perf_counter() - t0
     q = pool.n_questions
-    prior = gaussian_prior(np.full(q, POPULATION_PRIOR_CENTRES[0]), np.full(q, POPULATION_PRIOR_CENTRES[1]))
+    prior = population_prior(q)
     grid = OFFICIAL_GRID
     methods = ("OptScale0", "OptScaleT")
 
@@ -149,8 +150,7 @@ def main(argv=None) -> dict:
     # Agreement per (question, configuration): samples drawn by the loop (scipy fit + grid
     # N*) vs by our OptScale policy with the official N* rule, on the same subset.
     sub = pool.subset(rows)
-    sub_prior = gaussian_prior(np.full(len(rows), POPULATION_PRIOR_CENTRES[0]),
-                               np.full(len(rows), POPULATION_PRIOR_CENTRES[1]))
+    sub_prior = population_prior(len(rows))
     same, pairs, worst = 0, 0, 0
     for pr_loop, pr_ours in ((None, None), (prior, sub_prior)):
         for n_max, s_min, qu in subset:

@@ -34,12 +34,14 @@ import numpy as np
 from jax.typing import ArrayLike
 from numpyro.distributions import Distribution
 
-from optscale_jax.distributions import _HALF_LOG_2PI, _central_moments, _log_z
+from optscale_jax._newton import newton_box, value_grad_hess
+from optscale_jax._truncnorm import from_natural, solve_stats, to_natural
 from optscale_jax.model import GaussianPrior, Prior, as_prior, log_joint, score_model, weak_prior
 
 __all__ = [
     "FitStatus",
     "FitResult",
+    "fit_status_usable",
     "fit_mle",
     "fit_map",
     "fit_prefixes",
@@ -70,6 +72,23 @@ class FitStatus(enum.IntEnum):
     NO_DATA = 2
     DEGENERATE = 3
     MAX_ITER = 4
+
+
+def fit_status_usable(status: ArrayLike) -> np.ndarray:
+    """True where a fit may be trusted to stop sampling (not NO_DATA, not DEGENERATE).
+
+    Args:
+        status: :class:`FitStatus` codes, any shape.
+
+    Returns:
+        A bool numpy array of the same shape.
+
+    Examples:
+        >>> fit_status_usable([FitStatus.CONVERGED, FitStatus.NO_DATA, FitStatus.BOUNDARY])
+        array([ True, False,  True])
+    """
+    s = np.asarray(status)
+    return (s != int(FitStatus.NO_DATA)) & (s != int(FitStatus.DEGENERATE))
 
 
 class FitResult(NamedTuple):
@@ -145,150 +164,6 @@ def validate_scores(
 
 
 # ----------------------------------------------------------------------------
-# The batched box-constrained Newton solver
-# ----------------------------------------------------------------------------
-
-
-class _SolverState(NamedTuple):
-    theta: jax.Array  # (Q, 2): natural parameters
-    value: jax.Array  # (Q,)
-    grad: jax.Array  # (Q, 2)
-    hess: jax.Array  # (Q, 2, 2)
-    done: jax.Array  # (Q,) bool
-    iterations: jax.Array  # (Q,) int32
-    it: jax.Array  # scalar
-
-
-def _value_grad_hess(objective, theta):
-    """Per-row value, gradient and 2×2 Hessian of a separable objective."""
-
-    def total(t):
-        return jnp.sum(objective(t))
-
-    grad_fn = jax.grad(total)
-    value = objective(theta)
-    grad = grad_fn(theta)
-    cols = [
-        jax.jvp(grad_fn, (theta,), (jnp.zeros_like(theta).at[:, k].set(1.0),))[1] for k in range(2)
-    ]
-    hess = jnp.stack(cols, axis=-1)  # (Q, 2, 2)
-    return value, grad, 0.5 * (hess + jnp.swapaxes(hess, -1, -2))
-
-
-_STEPS = 4.0 ** -jnp.arange(0, 10, dtype=float)  # line-search step sizes 1, 1/4, ..., 4^-9
-
-
-def _newton_box(objective, vgh, theta0, lower, upper, max_iter: int, frozen=None):
-    """Maximise a separable objective over a box, row by row.
-
-    ``objective(theta) -> (Q,)`` values; ``vgh(theta)`` -> per-row value,
-    gradient (Q, 2) and Hessian (Q, 2, 2). The state carries what the next step
-    needs, so each iteration costs one ``vgh`` and one batch of line-search
-    values.
-    """
-    dtype = theta0.dtype
-    lower = jnp.asarray(lower, dtype)
-    upper = jnp.asarray(upper, dtype)
-    eps_lo = jnp.where(jnp.isfinite(lower), 1e-9 * jnp.abs(lower), 0.0)
-    eps_hi = jnp.where(jnp.isfinite(upper), 1e-9 * jnp.abs(upper), 0.0)
-    theta0 = jnp.clip(theta0, lower, upper)
-    value0, grad0, hess0 = vgh(theta0)
-    finfo = jnp.finfo(dtype)
-    rtol = 1e3 * finfo.eps
-
-    def cond(state):
-        return (state.it < max_iter) & ~jnp.all(state.done)
-
-    def body(state):
-        theta, value, grad, hess = state.theta, state.value, state.grad, state.hess
-        # Minimise phi = -f.
-        g = -grad
-        h = -hess
-        at_lo = theta <= lower + eps_lo
-        at_hi = theta >= upper - eps_hi
-        eye = jnp.eye(2, dtype=dtype)
-
-        def newton_direction(free):
-            ff = free[:, :, None] & free[:, None, :]
-            h_r = jnp.where(ff, h, eye)
-            g_r = jnp.where(free, g, 0.0)
-            h_r = jnp.where(jnp.isfinite(h_r), h_r, eye)
-            evals, evecs = jnp.linalg.eigh(h_r)
-            floor = jnp.maximum(
-                1e-10 * jnp.max(jnp.abs(evals), axis=-1, keepdims=True), finfo.tiny
-            )
-            evals = jnp.maximum(jnp.abs(evals), floor)
-            coef = jnp.einsum("qji,qj->qi", evecs, g_r) / evals
-            d = -jnp.einsum("qij,qj->qi", evecs, coef)
-            return jnp.where(free & jnp.isfinite(d), d, 0.0), g_r
-
-        # Active set: a bound is held if the gradient, or then the Newton step
-        # (coupled through the Hessian), pushes through it.
-        free = ~((at_lo & (g > 0)) | (at_hi & (g < 0)))
-        direction, _ = newton_direction(free)
-        free = free & ~((at_lo & (direction < 0)) | (at_hi & (direction > 0)))
-        direction, g_r = newton_direction(free)
-        # Fallback: scaled projected gradient ascent.
-        scale = jnp.maximum(jnp.abs(jnp.diagonal(h, axis1=-2, axis2=-1)), finfo.tiny)
-        free_g = ~((at_lo & (g > 0)) | (at_hi & (g < 0)))
-        grad_dir = jnp.where(free_g & jnp.isfinite(g / scale), -g / scale, 0.0)
-        # Where the Newton step runs through a bound, stop that coordinate on the bound
-        # and take the Newton step of the other one given that move (a projected step
-        # alone is not an ascent direction when the Hessian couples the two).
-        full = theta + direction
-        crossing = (full < lower) | (full > upper)
-        move = jnp.clip(full, lower, upper) - theta
-        other = 1 - jnp.arange(2)
-        h_other = jnp.take_along_axis(h, other[None, :, None], axis=-1)[..., 0]  # h[i, 1-i]
-        diag = jnp.diagonal(h, axis1=-2, axis2=-1)
-        cross_move = jnp.where(crossing, move, 0.0)[:, other]
-        d_rest = -(g + h_other * cross_move) / jnp.where(diag > 0, diag, jnp.inf)
-        to_bound = jnp.where(crossing, move, jnp.where(crossing[:, other], d_rest, direction))
-        to_bound = jnp.where(jnp.isfinite(to_bound) & free, to_bound, 0.0)
-        steps = _STEPS.astype(dtype)[:, None, None]
-        cand = jnp.concatenate(
-            [
-                theta[None] + steps * direction[None],
-                theta[None] + steps * to_bound[None],
-                theta[None] + steps * grad_dir[None],
-            ]
-        )
-        cand = jnp.clip(cand, lower, upper)
-        cand_val = jax.vmap(objective)(cand)  # (3K, Q)
-        gain = jnp.einsum("qi,kqi->kq", grad, cand - theta[None])
-        ok = jnp.isfinite(cand_val) & (cand_val >= value[None] + 1e-4 * gain) & (cand_val > value[None])
-        first = jnp.argmax(jnp.where(ok, cand_val, -jnp.inf), axis=0)  # best passing candidate
-        any_ok = jnp.any(ok, axis=0)
-        rows = jnp.arange(theta.shape[0])
-        new_theta = jnp.where(any_ok[:, None], cand[first, rows], theta)
-        new_value = jnp.where(any_ok, cand_val[first, rows], value)
-        decrement = jnp.sum(g_r * -direction, axis=-1)
-        small = (decrement <= rtol * (1.0 + jnp.abs(value))) | (
-            new_value - value <= finfo.eps * (1.0 + jnp.abs(value))
-        )
-        done = state.done | ~any_ok | small
-        theta = jnp.where(state.done[:, None], theta, new_theta)
-        _, new_grad, new_hess = vgh(theta)
-        value = jnp.where(state.done, value, new_value)
-        iterations = state.iterations + (~state.done).astype(jnp.int32)
-        return _SolverState(theta, value, new_grad, new_hess, done, iterations, state.it + 1)
-
-    q = theta0.shape[0]
-    state0 = _SolverState(
-        theta0,
-        value0,
-        grad0,
-        hess0,
-        jnp.zeros(q, bool) if frozen is None else frozen,
-        jnp.zeros(q, jnp.int32),
-        jnp.asarray(0),
-    )
-    state = jax.lax.while_loop(cond, body, state0)
-    on_edge = (state.theta <= lower + eps_lo) | (state.theta >= upper - eps_hi)
-    return state.theta, state.value, jnp.any(on_edge, axis=-1), state.done, state.iterations
-
-
-# ----------------------------------------------------------------------------
 # Fits
 # ----------------------------------------------------------------------------
 
@@ -301,82 +176,6 @@ def _data_moments(scores, mask):
     hi = jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1)
     lo = jnp.min(jnp.where(mask, scores, jnp.inf), axis=-1)
     return n, mean, jnp.sqrt(var), hi - lo
-
-
-def _to_natural(mu, sigma):
-    """(μ, σ) -> natural parameters (μ/σ², −1/(2σ²))."""
-    prec = 1.0 / (sigma * sigma)
-    return jnp.stack([mu * prec, -0.5 * prec], axis=-1)
-
-
-def _from_natural(eta):
-    sigma2 = -0.5 / eta[..., 1]
-    return eta[..., 0] * sigma2, jnp.sqrt(sigma2)
-
-
-def _loglik_stats(mu, sigma, n, mean, m2c):
-    """Σ log p(x_i) from n, the mean and Σ(x − mean)²: the TruncatedNormal01 likelihood.
-
-    Algebraically identical to summing :func:`truncnorm01_log_prob` over the
-    scores (the tests check it against the numpyro model's log density), but
-    O(1) per question: log Z is computed once, not once per score.
-    """
-    xm, j = _log_z(mu, sigma)
-    quad = m2c + n * (mean - xm) * (mean + xm - 2.0 * mu)
-    return -0.5 * quad / (sigma * sigma) - n * (j + jnp.log(sigma) + _HALF_LOG_2PI)
-
-
-def _natural_stats_vgh(theta, n, mean, m2c):
-    """Value, gradient and Hessian of the TruncatedNormal01 log-likelihood in η.
-
-    An exponential family: ∇ℓ = Σ T(x) − n E[T], ∇²ℓ = −n Cov[T] with T = (x, x²),
-    the moments of X from quadrature; no autodiff through the special functions.
-    """
-    mu, sigma = _from_natural(theta)
-    value = _loglik_stats(mu, sigma, n, mean, m2c)
-    m, c2, c3, c4 = _central_moments(mu, sigma)
-    # Centre T at the model mean m for accuracy: x² − m² = (x − m)² + 2m(x − m).
-    d1 = mean - m
-    g1 = n * d1
-    g2 = m2c + n * d1 * d1 + 2.0 * m * g1 - n * c2
-    cov12 = c3 + 2.0 * m * c2
-    cov22 = c4 + 4.0 * m * c3 + 4.0 * m * m * c2 - c2 * c2
-    grad = jnp.stack([g1, g2], axis=-1)
-    hess = -n[:, None, None] * jnp.stack(
-        [jnp.stack([c2, cov12], -1), jnp.stack([cov12, cov22], -1)], -2
-    )
-    return value, grad, hess
-
-
-def _prior_in_natural(prior):
-    def log_prior(theta):
-        mu, sigma = _from_natural(theta)
-        return prior.mu.log_prob(mu) + prior.sigma.log_prob(sigma)
-
-    return log_prior
-
-
-def _solve_stats(n, mean, m2c, prior, theta0, sigma_bounds, max_iter, frozen=None):
-    """Newton in η for the truncated-normal likelihood (+ an optional prior)."""
-    dtype = mean.dtype
-
-    def objective(theta):
-        mu, sigma = _from_natural(theta)
-        value = _loglik_stats(mu, sigma, n, mean, m2c)
-        if prior is not None:
-            value = value + _prior_in_natural(prior)(theta)
-        return value
-
-    def vgh(theta):
-        value, grad, hess = _natural_stats_vgh(theta, n, mean, m2c)
-        if prior is not None:
-            pv, pg, ph = _value_grad_hess(_prior_in_natural(prior), theta)
-            value, grad, hess = value + pv, grad + pg, hess + ph
-        return value, grad, hess
-
-    lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
-    upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
-    return objective, _newton_box(objective, vgh, theta0, lower, upper, max_iter, frozen)
 
 
 #: Second starting points of MAP searches: a coarse (μ, σ) grid (spacing 0.25 in μ and
@@ -402,7 +201,7 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
         init_mu, init_sigma = (jnp.broadcast_to(jnp.asarray(v, dtype), mean.shape) for v in init)
     # Search in natural parameters: the log-likelihood is concave there, so
     # Newton converges in a few steps even when the optimum runs off to μ → ∞.
-    theta0 = _to_natural(init_mu, jnp.clip(init_sigma, *sigma_bounds))
+    theta0 = to_natural(init_mu, jnp.clip(init_sigma, *sigma_bounds))
 
     degenerate = (n == 1) | ((n > 1) & (spread <= 0.0))
     # Without a prior these have no finite optimum: answered in closed form below.
@@ -410,16 +209,16 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
 
     def solve(start, frozen=frozen):
         if likelihood is None:
-            return _solve_stats(n, mean, m2c, prior, start, sigma_bounds, max_iter, frozen)
+            return solve_stats(n, mean, m2c, prior, start, sigma_bounds, max_iter, frozen)
 
         def objective(theta):
-            mu, sigma = _from_natural(theta)
+            mu, sigma = from_natural(theta)
             return log_joint(mu, sigma, scores, mask, prior, likelihood=likelihood)
 
         lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
         upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
-        return objective, _newton_box(
-            objective, partial(_value_grad_hess, objective), start, lower, upper, max_iter, frozen
+        return objective, newton_box(
+            objective, partial(value_grad_hess, objective), start, lower, upper, max_iter, frozen
         )
 
     objective, solved = solve(theta0)
@@ -428,7 +227,7 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
         # posterior can have two modes (a narrow one near the scores, a wide one
         # towards the prior centre). Start a second search at the best point of a
         # coarse (μ, σ) grid and keep the higher of the two maxima.
-        grid = _to_natural(*(jnp.asarray(v, dtype) for v in _START_GRID))
+        grid = to_natural(*(jnp.asarray(v, dtype) for v in _START_GRID))
         grid = jnp.broadcast_to(grid, (theta0.shape[0],) + grid.shape)  # (Q, G, 2)
         values = jax.vmap(objective, in_axes=1, out_axes=1)(grid)  # (Q, G)
         values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
@@ -436,7 +235,7 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
         start = grid[jnp.arange(grid.shape[0]), best]
         # Rows skip the second search (most do) where the first maximum is at least as
         # high as every grid point, or where the best grid point is its neighbour.
-        mu1, sigma1 = _from_natural(solved[0])
+        mu1, sigma1 = from_natural(solved[0])
         mu_g, sigma_g = (jnp.asarray(v, dtype)[best] for v in _START_GRID)
         near = (jnp.abs(mu_g - mu1) <= 0.25) & (jnp.abs(jnp.log(sigma_g / sigma1)) <= 0.66)
         settled = near | (jnp.max(values, axis=1) < solved[1] - _SECOND_START_MARGIN)
@@ -447,7 +246,7 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
             for a, b in zip(solved, other, strict=True)
         )
     theta, value, on_edge, done, iterations = solved
-    mu, sigma = _from_natural(theta)
+    mu, sigma = from_natural(theta)
     status = jnp.where(
         on_edge, FitStatus.BOUNDARY, jnp.where(done, FitStatus.CONVERGED, FitStatus.MAX_ITER)
     )
@@ -456,7 +255,7 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
         # Supremum of the likelihood: sigma -> 0 at the common value.
         mu = jnp.where(degenerate, mean, mu)
         sigma = jnp.where(degenerate, sigma_bounds[0], sigma)
-        value = jnp.where(degenerate, objective(_to_natural(mu, sigma)), value)
+        value = jnp.where(degenerate, objective(to_natural(mu, sigma)), value)
         mu = jnp.where(n == 0, jnp.nan, mu)
         sigma = jnp.where(n == 0, jnp.nan, sigma)
         value = jnp.where(n == 0, 0.0, value)
@@ -621,19 +420,27 @@ def fit_prefixes(
 ) -> FitResult:
     """Fits of every prefix of every row: what a sequential policy sees.
 
-    All ``Q × L`` problems are solved as one batch, so a replay computes each
-    (question, prefix length) fit once and reuses it for every (s_min, α).
+    A replay computes each (question, prefix length) fit once here and reuses it
+    for every (s_min, α). Each length is one batched fit on the full-width
+    ``(Q, N)`` arrays with the mask cut at that length, so every length shares
+    one compiled program per pool shape (and with the policies' own fits).
 
     Args:
-        scores: shape ``(Q, N)``, in drawing order.
-        mask: validity, prefix-contiguous; default all.
-        prior: ``None`` (MLE) or a prior as in :func:`fit_map` (``GaussianPrior``
-            fields of shape ``(Q,)`` are repeated over prefixes).
-        lengths: prefix lengths to fit (default ``1..N``).
+        scores: shape ``(Q, N)`` (or ``(N,)`` for one question), in drawing order.
+        mask: validity, prefix-contiguous; default all. The prefix of length
+            ``L`` is ``mask & (column < L)``.
+        prior: ``None`` (MLE) or a prior as in :func:`fit_map` (per-question
+            fields of shape ``(Q,)`` serve every prefix).
+        lengths: prefix lengths to fit, each in ``[0, N]`` (default ``1..N``).
         **options: passed to :func:`fit_mle` / :func:`fit_map`.
 
     Returns:
         A :class:`FitResult` whose fields have shape ``(Q, L)``.
+
+    Examples:
+        >>> r = fit_prefixes([[0.2, 0.4, 0.5, 0.6, 0.9]], lengths=[1, 5])
+        >>> r.mu.shape, [FitStatus(int(c)).name for c in r.status[0]]
+        ((1, 2), ['DEGENERATE', 'CONVERGED'])
     """
     s, m = validate_scores(scores, mask)
     q, n = s.shape
@@ -647,45 +454,19 @@ def fit_prefixes(
             bad = int(raw[(raw < 0) | (raw > n)][0])
             raise ValueError(f"lengths must lie in [0, {n}] (the row width), got {bad}")
         lengths = raw.astype(int)
-    if n == 0:  # zero-width rows: every prefix is empty (NO_DATA)
-        s, m, n = np.full((q, 1), 0.5), np.zeros((q, 1), bool), 1
-    pos = np.arange(n)
-    masks = m[:, None, :] & (pos[None, None, :] < lengths[None, :, None])  # (Q, L, N)
-    flat_s = np.broadcast_to(s[:, None, :], masks.shape).reshape(-1, n)
-    flat_m = masks.reshape(-1, n)
-    if prior is None:
-        res = fit_mle(flat_s, flat_m, **options)
-    else:
-        if isinstance(prior, GaussianPrior):
-            prior = GaussianPrior(
-                *(np.repeat(np.broadcast_to(np.asarray(f, float), (q,)), len(lengths)) for f in prior)
-            )
-        res = fit_map(flat_s, prior, flat_m, **options)
-    return FitResult(*(x.reshape(q, len(lengths)) for x in res))
-
-
-# ----------------------------------------------------------------------------
-# Moment matching (used by distributions.params_from_moments)
-# ----------------------------------------------------------------------------
-
-
-@jax.jit
-def _moment_match(mean, std):
-    shape = mean.shape
-    m = mean.reshape(-1)
-    s = std.reshape(-1)
-    valid = jnp.isfinite(m) & jnp.isfinite(s) & (m > 0) & (m < 1) & (s > 0)
-    m_safe = jnp.where(valid, m, 0.5)
-    s_safe = jnp.where(valid, s, 0.1)
-    # Moment matching is the MLE of a sample with these moments: one "sample"
-    # with mean m and squared deviation s² (exponential-family identity).
-    theta0 = _to_natural(m_safe, s_safe * 1.2)
-    _, (theta, _, on_edge, done, _) = _solve_stats(
-        jnp.ones_like(m_safe), m_safe, s_safe * s_safe, None, theta0, (1e-6, 1e4), 200
-    )
-    loc, scale = _from_natural(theta)
-    ok = valid & ~on_edge & done
-    return loc.reshape(shape), scale.reshape(shape), ok.reshape(shape)
+    if lengths.size == 0:  # zero-width rows and default lengths: no prefix at all
+        dtype = jnp.result_type(float)
+        empty = [jnp.zeros((q, 0), dtype)] * 3 + [jnp.zeros((q, 0), jnp.int32)] * 3
+        return FitResult(*empty)
+    cols = np.arange(n)[None, :]
+    parts = []
+    for length in lengths:
+        cut = m & (cols < int(length))
+        if prior is None:
+            parts.append(fit_mle(s, cut, **options))
+        else:
+            parts.append(fit_map(s, prior, cut, **options))
+    return FitResult(*(jnp.stack(field, axis=1) for field in zip(*parts, strict=True)))
 
 
 # ----------------------------------------------------------------------------

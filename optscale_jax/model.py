@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
@@ -30,7 +31,24 @@ from numpyro.distributions import constraints
 
 from optscale_jax.distributions import TruncatedNormal01
 
-__all__ = ["GaussianPrior", "Prior", "as_prior", "score_model", "log_joint", "weak_prior"]
+__all__ = [
+    "GaussianPrior",
+    "Prior",
+    "POPULATION_PRIOR_CENTRES",
+    "as_prior",
+    "gaussian_prior",
+    "population_prior",
+    "score_model",
+    "log_joint",
+    "weak_prior",
+]
+
+#: Prior centres (mu_bar, sigma_bar) used for OptScaleᵗ when no per-question prior is
+#: given: the mean of the 4,501 per-question (mean, std) PRM-score labels in the
+#: authors' predictor training set (shared/data/predictor/train_mu_sigma.json;
+#: Qwen2.5-Math-PRM-7B scores of DeepSeek-R1-Distill-Qwen-7B completions). Like the
+#: authors' predictor outputs, these moments are used directly as the centres.
+POPULATION_PRIOR_CENTRES: tuple[float, float] = (0.9295, 0.0680)
 
 
 class Prior(NamedTuple):
@@ -69,6 +87,68 @@ class GaussianPrior(NamedTuple):
             mu=dist.Normal(self.loc_mu, self.scale_mu),
             sigma=dist.TruncatedNormal(self.loc_sigma, self.scale_sigma, low=0.0),
         )
+
+
+def gaussian_prior(
+    loc_mu: ArrayLike, loc_sigma: ArrayLike, scale_mu: float = 0.1, scale_sigma: float = 0.1
+) -> GaussianPrior:
+    """Per-question Gaussian priors for OptScaleᵗ (the authors use prior std 0.1 for both).
+
+    Args:
+        loc_mu: ``(Q,)`` prior centres of mu (e.g. a predictor's output).
+        loc_sigma: ``(Q,)`` prior centres of sigma, finite; a centre <= 0 is allowed (the
+            authors' predictor files have some): the prior on sigma > 0 then favours small sigma.
+        scale_mu: prior std of mu.
+        scale_sigma: prior std of sigma.
+
+    Returns:
+        :class:`GaussianPrior` with float64 numpy arrays.
+
+    Raises:
+        ValueError: centres of different lengths or not finite, or scales not finite and > 0.
+
+    Examples:
+        >>> gaussian_prior([0.9, 0.8], [0.1, 0.2]).scale_mu
+        array([0.1, 0.1])
+    """
+    lm = np.asarray(loc_mu, dtype=np.float64).reshape(-1)
+    ls = np.asarray(loc_sigma, dtype=np.float64).reshape(-1)
+    if lm.shape != ls.shape:
+        raise ValueError(f"prior centres differ in length: loc_mu {lm.shape}, loc_sigma {ls.shape}")
+    bad = ~np.isfinite(lm) | ~np.isfinite(ls)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"prior centres of question {i}: (mu, sigma) = ({float(lm[i])!r}, {float(ls[i])!r}) "
+            "must be finite"
+        )
+    if not (np.isfinite(scale_mu) and np.isfinite(scale_sigma) and scale_mu > 0 and scale_sigma > 0):
+        raise ValueError(
+            f"prior scales must be finite and > 0, got scale_mu={float(scale_mu)!r}, "
+            f"scale_sigma={float(scale_sigma)!r}"
+        )
+    return GaussianPrior(lm, np.full_like(lm, scale_mu), ls, np.full_like(ls, scale_sigma))
+
+
+def population_prior(n_questions: int) -> GaussianPrior:
+    """The same :func:`gaussian_prior` for every question, at :data:`POPULATION_PRIOR_CENTRES`.
+
+    What OptScaleᵗ uses when no per-question (predicted) prior is given.
+
+    Args:
+        n_questions: number of questions ``Q``.
+
+    Returns:
+        :class:`GaussianPrior` with ``(Q,)`` float64 fields and std 0.1.
+
+    Examples:
+        >>> population_prior(2).loc_mu
+        array([0.9295, 0.9295])
+    """
+    q = int(n_questions)
+    return gaussian_prior(
+        np.full(q, POPULATION_PRIOR_CENTRES[0]), np.full(q, POPULATION_PRIOR_CENTRES[1])
+    )
 
 
 def weak_prior() -> Prior:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ __all__ = [
     "exceedance_probability",
     "n_star_official",
     "n_star_official_table",
+    "n_star_for_fits",
     "posterior_exceedance_probability",
     "posterior_n_star",
 ]
@@ -407,6 +409,63 @@ def _n_star_official_table(mu, sigma, s_min, alpha, *, n_max, n_min, grid):
     first = jnp.where(first == 0, n_max, first)
     first = jnp.where(jnp.isposinf(mu)[:, None, None], n_min, first)  # all mass at 1
     return first.astype(jnp.int32)
+
+
+def n_star_for_fits(
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    s_min: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    n_max: int,
+    rule: Literal["closed", "official"] = "closed",
+) -> np.ndarray:
+    """N* of fitted (μ, σ) as the policies use it: int64 numpy, failed fits sent to ``n_max``.
+
+    A fit with NaN, infinite or non-positive parameters (e.g. a NO_DATA MLE) gets
+    ``n_max``: with nothing to go on, the budget is spent.
+
+    Args:
+        mu, sigma: fitted parameters (broadcast with ``s_min`` and ``alpha``).
+        s_min: target score.
+        alpha: target probability that the best of N reaches ``s_min``.
+        n_max: sample budget (upper clip).
+        rule: ``"closed"`` (closed form, :func:`n_star`) or ``"official"`` (the
+            authors' grid scan, :func:`n_star_official_table`).
+
+    Returns:
+        int64 array of N* in ``[1, n_max]``, broadcast over the inputs.
+
+    Examples:
+        >>> n_star_for_fits([0.5, float("nan")], [0.1, float("nan")], 0.9, 0.9, n_max=64)
+        array([64, 64])
+        >>> n_star_for_fits(0.9, 0.1, 0.9, 0.9, n_max=64).item()
+        5
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    ok = np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0)
+    mu_s = np.where(ok, mu, 0.5)
+    sg_s = np.where(ok, sigma, 0.1)
+    if rule == "closed":
+        n = n_star(mu_s, sg_s, s_min, alpha, n_min=1, n_max=int(n_max))
+    elif rule == "official":
+        # The grid scan once per distinct fit, read at every distinct (s_min, alpha).
+        b = np.broadcast_arrays(mu_s, sg_s, np.asarray(s_min, float), np.asarray(alpha, float))
+        pairs, p_inv = np.unique(
+            np.stack([b[0].ravel(), b[1].ravel()], 1), axis=0, return_inverse=True
+        )
+        s_u, s_inv = np.unique(b[2].ravel(), return_inverse=True)
+        a_u, a_inv = np.unique(b[3].ravel(), return_inverse=True)
+        table = np.asarray(
+            n_star_official_table(pairs[:, 0], pairs[:, 1], s_u, a_u, n_max=int(n_max))
+        )
+        n = table[p_inv.ravel(), s_inv.ravel(), a_inv.ravel()].reshape(b[0].shape)
+    else:
+        raise ValueError(f"N* rule must be 'closed' or 'official', got {rule!r}")
+    n = np.asarray(n).astype(np.int64)
+    ok_b = np.broadcast_to(ok, np.broadcast_shapes(ok.shape, n.shape))
+    return np.where(ok_b, np.clip(n, 1, int(n_max)), int(n_max))
 
 
 def posterior_exceedance_probability(

@@ -32,9 +32,6 @@ from optscale_jax.policies import (
     Policy,
     SelfConsistency,
     WeightedVote,
-    compute_n_star,
-    fit_status_usable,
-    gaussian_prior,
     official_peek,
 )
 from optscale_jax.policies.baselines import dsc_official_difficulty
@@ -43,7 +40,6 @@ from optscale_jax.pool import Pool
 __all__ = [
     "Grid",
     "OFFICIAL_GRID",
-    "POPULATION_PRIOR_CENTRES",
     "ReplayResult",
     "SweepResult",
     "METHODS",
@@ -57,13 +53,6 @@ __all__ = [
     "pool_width",
     "GridClippedWarning",
 ]
-
-#: Prior centres (mu_bar, sigma_bar) used for OptScaleᵗ when no per-question prior is
-#: given: the mean of the 4,501 per-question (mean, std) PRM-score labels in the
-#: authors' predictor training set (shared/data/predictor/train_mu_sigma.json;
-#: Qwen2.5-Math-PRM-7B scores of DeepSeek-R1-Distill-Qwen-7B completions). Like the
-#: authors' predictor outputs, these moments are used directly as the centres.
-POPULATION_PRIOR_CENTRES: tuple[float, float] = (0.9295, 0.0680)
 
 #: Methods :func:`sweep` knows.
 METHODS: tuple[str, ...] = ("BoN", "SC", "WeightedSC", "ESC", "ASC", "DSC", "OptScale0", "OptScaleT")
@@ -524,26 +513,6 @@ class SweepResult:
         }
 
 
-def _fit_prefixes(scores: np.ndarray, mask: np.ndarray, prior: Any, lengths: Sequence[int]) -> Any:
-    """Fits of the first ``L`` samples of every row, for each ``L`` in ``lengths``.
-
-    Each length is one batched call on the full-width ``(Q, N)`` arrays with the mask cut
-    at ``L``: every call shares one compiled program per pool shape (and with the
-    policies' own fits), instead of compiling a new ``(Q * L, N)`` shape per sweep.
-    """
-    from optscale_jax.fit import FitResult, fit_map, fit_mle
-
-    s = np.asarray(scores, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool)
-    cols = np.arange(s.shape[1])[None, :]
-    parts = []
-    for length in lengths:
-        mk = m & (cols < int(length))
-        res = fit_mle(s, mk) if prior is None else fit_map(s, prior, mk)
-        parts.append(res)
-    return FitResult(*(np.stack([np.asarray(getattr(r, f)) for r in parts], axis=1) for f in FitResult._fields))
-
-
 class _Scorer:
     """Per-question outcomes for a given number of drawn samples, with Best-of-N choice."""
 
@@ -613,6 +582,9 @@ def _optscale_records(
     timings: dict[str, float],
     tick: Callable[[str], None],
 ) -> list[dict[str, Any]]:
+    from optscale_jax.fit import fit_prefixes, fit_status_usable
+    from optscale_jax.nstar import n_star_for_fits
+
     recs: list[dict[str, Any]] = []
     method = "OptScale0" if variant == "MLE" else "OptScaleT"
     s_min = np.asarray(grid.s_min, dtype=np.float64)
@@ -622,14 +594,14 @@ def _optscale_records(
     if "oneshot" in modes:
         peeks = sorted({min(official_peek(n), n) for n in grid.n_max})
         t0 = time.perf_counter()
-        fits = _fit_prefixes(pool.scores, pool.mask, prior, [min(k, n_cols) for k in peeks])
+        fits = fit_prefixes(pool.scores, pool.mask, prior, lengths=[min(k, n_cols) for k in peeks])
         mu_all, sigma_all = np.asarray(fits.mu), np.asarray(fits.sigma)
         timings[f"fit_oneshot_{variant}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for n_max in grid.n_max:
             k = official_peek(n_max)
             j = peeks.index(min(k, n_max))
-            ns = compute_n_star(
+            ns = n_star_for_fits(
                 mu_all[:, j, None, None], sigma_all[:, j, None, None],
                 s_min[None, :, None], alpha[None, None, :], n_max=n_max, rule=nstar_rule,
             )  # (Q, S, A)
@@ -646,14 +618,14 @@ def _optscale_records(
         top = min(max(grid.n_max), n_cols)
         checks = list(range(min(n_init, top), top + 1, step))
         t0 = time.perf_counter()
-        fits = _fit_prefixes(pool.scores, pool.mask, prior, checks)
+        fits = fit_prefixes(pool.scores, pool.mask, prior, lengths=checks)
         timings[f"fit_sequential_{variant}"] = time.perf_counter() - t0
         usable = fit_status_usable(np.asarray(fits.status))  # (Q, L)
         lengths = np.asarray(checks)
         t0 = time.perf_counter()
         for n_max in grid.n_max:
             cap = np.minimum(avail, n_max)  # (Q,)
-            ns = compute_n_star(
+            ns = n_star_for_fits(
                 np.asarray(fits.mu)[:, :, None, None], np.asarray(fits.sigma)[:, :, None, None],
                 s_min[None, None, :, None], alpha[None, None, None, :], n_max=n_max, rule=nstar_rule,
             )  # (Q, L, S, A)
@@ -705,7 +677,7 @@ def sweep(
         methods: subset of :data:`METHODS`.
         modes: OptScale modes, any of ``"oneshot"``, ``"sequential"``.
         prior: prior for OptScaleT (``GaussianPrior`` with per-question arrays); default
-            a constant prior at :data:`POPULATION_PRIOR_CENTRES` with std 0.1.
+            a constant prior at :data:`optscale_jax.model.POPULATION_PRIOR_CENTRES` with std 0.1.
         nstar_rule: ``"closed"`` or ``"official"`` N*.
         step: refit interval ``b`` of the sequential mode.
         n_perms: average over this many random re-orderings of each row (0 = pool order).
@@ -748,10 +720,9 @@ def sweep(
     prior_desc = "none"
     if "OptScaleT" in methods:
         if prior is None:
-            prior = gaussian_prior(
-                np.full(pool.n_questions, POPULATION_PRIOR_CENTRES[0]),
-                np.full(pool.n_questions, POPULATION_PRIOR_CENTRES[1]),
-            )
+            from optscale_jax.model import POPULATION_PRIOR_CENTRES, population_prior
+
+            prior = population_prior(pool.n_questions)
             prior_desc = f"population prior centres {POPULATION_PRIOR_CENTRES}, std 0.1"
         else:
             prior_desc = "per-question prior (given)"

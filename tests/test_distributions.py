@@ -226,7 +226,7 @@ def test_scaled_log_ndtr_on_a_fine_grid(dtype, rtol):
     (zero for arguments near 26.6 in float64 and 9.3 in float32)."""
     import scipy.special as ss
 
-    from optscale_jax.distributions import _g
+    from optscale_jax._truncnorm import g as _g
 
     t = np.concatenate([np.linspace(-60.0, 0.0, 6001), -np.sqrt(2) * np.array([26.6, 9.3])])
     t = np.asarray(jnp.asarray(t, dtype), np.float64)

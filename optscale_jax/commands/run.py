@@ -75,15 +75,9 @@ def make_policy(
         return MRThinking(n_max)
     if key in ("optscale0", "optscalet"):
         if key == "optscalet" and prior is None:
-            import numpy as np
+            from optscale_jax.model import population_prior
 
-            from optscale_jax.policies import gaussian_prior
-            from optscale_jax.replay import POPULATION_PRIOR_CENTRES
-
-            prior = gaussian_prior(
-                np.full(n_questions, POPULATION_PRIOR_CENTRES[0]),
-                np.full(n_questions, POPULATION_PRIOR_CENTRES[1]),
-            )
+            prior = population_prior(n_questions)
         return OptScale(
             n_max=n_max, s_min=s_min, alpha=1.0 - quantile, mode=mode,
             prior=prior if key == "optscalet" else None,

@@ -5,6 +5,8 @@ self-consistency, weighted voting, ESC, ASC, DSC) and OptScale⁰ / OptScaleᵗ 
 and sequential modes.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .base import (
     Observed,
     Policy,
@@ -23,7 +25,12 @@ from .baselines import (
     beta_majority_probability,
     top_two_counts,
 )
-from .optscale import OptScale, compute_n_star, fit_status_usable, gaussian_prior, official_peek
+from .optscale import OptScale, official_peek
+
+if TYPE_CHECKING:  # core names, re-exported lazily below so that importing this does not start JAX
+    from optscale_jax.fit import fit_status_usable
+    from optscale_jax.model import gaussian_prior
+    from optscale_jax.nstar import n_star_for_fits as compute_n_star
 
 __all__ = [
     "ASC",
@@ -46,3 +53,11 @@ __all__ = [
     "top_two_counts",
     "weighted_vote_index",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("compute_n_star", "fit_status_usable", "gaussian_prior"):
+        from . import optscale
+
+        return getattr(optscale, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,12 +27,18 @@ in the authors' result files): ``alpha = 1 - percentile``.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .base import Observed, best_of_n_index
+
+if TYPE_CHECKING:  # re-exported lazily below (importing the policies must not start JAX)
+    from optscale_jax.fit import fit_status_usable
+    from optscale_jax.model import gaussian_prior
+    from optscale_jax.nstar import n_star_for_fits as compute_n_star
 
 __all__ = [
     "OptScale",
@@ -43,6 +49,22 @@ __all__ = [
 ]
 
 _OFFICIAL_PEEK = {8: 3, 16: 5, 32: 10, 64: 20}
+
+#: Names that moved to the core modules, still importable from here. Resolved on
+#: first use, so that importing the policies does not start JAX.
+#: ``compute_n_star`` is :func:`optscale_jax.nstar.n_star_for_fits`.
+_CORE_ALIASES = {
+    "gaussian_prior": ("optscale_jax.model", "gaussian_prior"),
+    "fit_status_usable": ("optscale_jax.fit", "fit_status_usable"),
+    "compute_n_star": ("optscale_jax.nstar", "n_star_for_fits"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CORE_ALIASES:
+        module, attr = _CORE_ALIASES[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def official_peek(n_max: int) -> int:
@@ -62,95 +84,6 @@ def official_peek(n_max: int) -> int:
     if n_max < 1:
         raise ValueError(f"n_max must be >= 1, got {n_max}")
     return _OFFICIAL_PEEK.get(n_max, min(n_max, max(1, round(n_max / 3))))
-
-
-def gaussian_prior(
-    loc_mu: Any, loc_sigma: Any, scale_mu: float = 0.1, scale_sigma: float = 0.1
-) -> Any:
-    """Per-question Gaussian priors for OptScaleᵗ (the authors use prior std 0.1 for both).
-
-    Args:
-        loc_mu: ``(Q,)`` prior centres of mu (e.g. a predictor's output).
-        loc_sigma: ``(Q,)`` prior centres of sigma, finite; a centre <= 0 is allowed (the
-            authors' predictor files have some): the prior on sigma > 0 then favours small sigma.
-        scale_mu: prior std of mu.
-        scale_sigma: prior std of sigma.
-
-    Returns:
-        :class:`optscale_jax.model.GaussianPrior` with float64 numpy arrays.
-    """
-    from optscale_jax.model import GaussianPrior
-
-    lm = np.asarray(loc_mu, dtype=np.float64).reshape(-1)
-    ls = np.asarray(loc_sigma, dtype=np.float64).reshape(-1)
-    if lm.shape != ls.shape:
-        raise ValueError(f"prior centres differ in length: loc_mu {lm.shape}, loc_sigma {ls.shape}")
-    bad = ~np.isfinite(lm) | ~np.isfinite(ls)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"prior centres of question {i}: (mu, sigma) = ({float(lm[i])!r}, {float(ls[i])!r}) "
-            "must be finite"
-        )
-    if not (np.isfinite(scale_mu) and np.isfinite(scale_sigma) and scale_mu > 0 and scale_sigma > 0):
-        raise ValueError(
-            f"prior scales must be finite and > 0, got scale_mu={float(scale_mu)!r}, "
-            f"scale_sigma={float(scale_sigma)!r}"
-        )
-    return GaussianPrior(lm, np.full_like(lm, scale_mu), ls, np.full_like(ls, scale_sigma))
-
-
-def fit_status_usable(status: np.ndarray) -> np.ndarray:
-    """True where a fit may be trusted to stop sampling (not NO_DATA, not DEGENERATE)."""
-    from optscale_jax.fit import FitStatus
-
-    s = np.asarray(status)
-    return (s != int(FitStatus.NO_DATA)) & (s != int(FitStatus.DEGENERATE))
-
-
-def compute_n_star(
-    mu: Any,
-    sigma: Any,
-    s_min: Any,
-    alpha: Any,
-    *,
-    n_max: int,
-    rule: Literal["closed", "official"] = "closed",
-) -> np.ndarray:
-    """N* as a numpy int64 array, with NaN fits (NO_DATA) sent to ``n_max``.
-
-    Args:
-        mu, sigma: fitted parameters (broadcast with ``s_min`` and ``alpha``).
-        s_min: target score.
-        alpha: target probability that the best of N reaches ``s_min``.
-        n_max: sample budget (upper clip).
-        rule: ``"closed"`` (closed form) or ``"official"`` (the authors' grid scan).
-
-    Returns:
-        int64 array of N* in ``[1, n_max]``.
-    """
-    from optscale_jax import nstar as _ns
-
-    mu = np.asarray(mu, dtype=np.float64)
-    sigma = np.asarray(sigma, dtype=np.float64)
-    ok = np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0)
-    mu_s = np.where(ok, mu, 0.5)
-    sg_s = np.where(ok, sigma, 0.1)
-    if rule == "closed":
-        n = _ns.n_star(mu_s, sg_s, s_min, alpha, n_min=1, n_max=int(n_max))
-    elif rule == "official":
-        # The grid scan once per distinct fit, read at every distinct (s_min, alpha).
-        b = np.broadcast_arrays(mu_s, sg_s, np.asarray(s_min, float), np.asarray(alpha, float))
-        pairs, p_inv = np.unique(np.stack([b[0].ravel(), b[1].ravel()], 1), axis=0, return_inverse=True)
-        s_u, s_inv = np.unique(b[2].ravel(), return_inverse=True)
-        a_u, a_inv = np.unique(b[3].ravel(), return_inverse=True)
-        table = np.asarray(_ns.n_star_official_table(pairs[:, 0], pairs[:, 1], s_u, a_u, n_max=int(n_max)))
-        n = table[p_inv.ravel(), s_inv.ravel(), a_inv.ravel()].reshape(b[0].shape)
-    else:
-        raise ValueError(f"N* rule must be 'closed' or 'official', got {rule!r}")
-    n = np.asarray(n).astype(np.int64)
-    ok_b = np.broadcast_to(ok, np.broadcast_shapes(ok.shape, n.shape))
-    return np.where(ok_b, np.clip(n, 1, int(n_max)), int(n_max))
 
 
 @dataclass
@@ -214,11 +147,11 @@ class OptScale:
         return "MLE" if self.prior is None else "MAP"
 
     def _fit(self, scores: np.ndarray, mask: np.ndarray) -> Any:
-        from optscale_jax import fit as _fit
+        from optscale_jax.fit import fit_map, fit_mle
 
         if self.prior is None:
-            return _fit.fit_mle(scores, mask, **self.fit_options)
-        return _fit.fit_map(scores, self.prior, mask, **self.fit_options)
+            return fit_mle(scores, mask, **self.fit_options)
+        return fit_map(scores, self.prior, mask, **self.fit_options)
 
     def n_star(self, obs: Observed, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """N* from a fit on the first ``upto`` drawn samples (default: all drawn).
@@ -226,13 +159,16 @@ class OptScale:
         Returns:
             ``(n_star, usable)``: ``(Q,)`` int64 N* and the ``(Q,)`` bool fit usability.
         """
+        from optscale_jax.fit import fit_status_usable
+        from optscale_jax.nstar import n_star_for_fits
+
         s = np.asarray(obs.scores, dtype=np.float64)
         m = np.asarray(obs.mask, dtype=bool)
         if upto is not None:
             # Cut the mask, not the arrays: one compiled fit per pool shape.
             m = m & (np.arange(m.shape[1])[None, :] < upto)
         res = self._fit(s, m)
-        ns = compute_n_star(
+        ns = n_star_for_fits(
             res.mu, res.sigma, self.s_min, self.alpha, n_max=self.n_max, rule=self.nstar_rule
         )
         return ns, fit_status_usable(res.status)
