@@ -304,3 +304,131 @@ class TruncatedNormal01(Distribution):
     @property
     def variance(self) -> jax.Array:
         return moments(self.loc, self.scale)[1] ** 2
+
+
+# ---------------------------------------------------------------- feasible moments (NumPy, float64)
+# Helpers for data given as moments (the predictor's labels): the largest
+# reachable std, moment matching with infeasible pairs projected, and
+# quantile pseudo-scores. They take and return NumPy arrays and compute in x64.
+
+
+def max_truncated_std(mean: ArrayLike) -> np.ndarray:
+    r"""Largest std a normal truncated to [0, 1] can have at a given mean.
+
+    The supremum is reached in the limit σ → ∞ with μ/σ² → λ, where the
+    truncated normal becomes the truncated exponential ``∝ exp(λx)`` on [0, 1],
+    whose mean is ``1/(1 − e^{−λ}) − 1/λ`` and variance
+    ``1/λ² − e^{−λ}/(1 − e^{−λ})²``. λ is found by bisection (in log space)
+    and the std returned; 0 for means outside (0, 1).
+
+    Args:
+        mean: means, any shape.
+
+    Returns:
+        The bound, same shape, float64.
+
+    Examples:
+        >>> round(float(max_truncated_std(np.array([0.5]))[0] ** 2 * 12), 9)  # uniform
+        1.0
+        >>> max_truncated_std(np.array([0.0, 1.0])).tolist()
+        [0.0, 0.0]
+    """
+    m = np.asarray(mean, float)
+    u = np.where(m < 0.5, 1.0 - m, m)  # symmetric in m ↔ 1 − m
+    inside = (u > 0.5) & (u < 1.0)
+    target = np.where(inside, u, 0.75)
+
+    def mean_of(lam):
+        return 1.0 / -np.expm1(-lam) - 1.0 / lam
+
+    lo, hi = np.full_like(target, -14.0), np.full_like(target, 14.0)  # log λ
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        too_small = mean_of(np.exp(mid)) < target
+        lo, hi = np.where(too_small, mid, lo), np.where(too_small, hi, mid)
+    lam = np.exp(0.5 * (lo + hi))
+    var = 1.0 / lam**2 - np.exp(-lam) / np.expm1(-lam) ** 2
+    std = np.sqrt(np.clip(var, 0.0, None))
+    std = np.where(inside, std, 0.0)
+    return np.where(u == 0.5, np.sqrt(1.0 / 12.0), std)
+
+
+def params_from_projected_moments(
+    mean: ArrayLike, std: ArrayLike, *, shrink: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`params_from_moments` after projecting infeasible pairs onto reachable ones.
+
+    Many real score statistics have a std too large for their mean (bimodal
+    scores: some near 0, most near 1), which no normal truncated to [0, 1]
+    reaches, and :func:`params_from_moments` returns NaN for them. Here every
+    std is first capped at ``shrink ×`` :func:`max_truncated_std` of its mean
+    (feasible pairs below the cap are unchanged); pairs that still cannot be
+    mapped (means at 0 or 1, or a solver limit) are marked invalid. Inputs are
+    padded to a power-of-two length (at least 1024) so that repeated calls reuse
+    one compiled solver; the solve runs in float64.
+
+    Args:
+        mean: moments' means, shape ``(Q,)`` (flattened).
+        std: moments' standard deviations, same shape.
+        shrink: cap as a fraction of the largest feasible std, in (0, 1).
+
+    Returns:
+        ``(loc, scale, valid)``: float64 arrays and a bool mask; loc/scale are
+        NaN where ``valid`` is False.
+
+    Raises:
+        ValueError: if ``mean`` and ``std`` differ in shape.
+
+    Examples:
+        >>> loc, scale, valid = params_from_projected_moments([0.9, 0.9, 1.0], [0.05, 0.4, 0.1])
+        >>> valid.tolist()  # std 0.4 is capped and mapped; mean 1 cannot be
+        [True, True, False]
+        >>> m, s = moments(loc[:1], scale[:1])
+        >>> round(float(m[0]), 4), round(float(s[0]), 4)
+        (0.9, 0.05)
+    """
+    mean, std = np.asarray(mean, float).ravel(), np.asarray(std, float).ravel()
+    if mean.shape != std.shape:
+        raise ValueError(f"mean and std differ in shape: {mean.shape} vs {std.shape}")
+    capped = np.minimum(std, shrink * max_truncated_std(mean))
+    # pad to a power-of-two length so repeated calls reuse one compiled solver
+    q = len(mean)
+    size = max(1024, 1 << max(q - 1, 1).bit_length())
+    m_pad = np.concatenate([mean, np.full(size - q, 0.5)])
+    s_pad = np.concatenate([capped, np.full(size - q, 0.1)])
+    with jax.enable_x64(True):
+        loc, scale = params_from_moments(jnp.asarray(m_pad), jnp.asarray(s_pad))
+    loc, scale = np.asarray(loc, float)[:q], np.asarray(scale, float)[:q]
+    valid = np.isfinite(loc) & np.isfinite(scale) & (scale > 0) & (capped > 0)
+    return np.where(valid, loc, np.nan), np.where(valid, scale, np.nan), valid
+
+
+def mid_quantiles(loc: ArrayLike, scale: ArrayLike, k: int) -> np.ndarray:
+    """The ``k`` mid-quantiles ``F⁻¹((j + ½)/k)``, j < k, of ``TruncatedNormal01(loc, scale)``.
+
+    They stand in for a sample of k scores from the distribution (computed in
+    float64), e.g. to score a distribution given only by its parameters
+    through a likelihood.
+
+    Args:
+        loc: locations ``(Q,)``, finite.
+        scale: scales ``(Q,)``, finite and > 0.
+        k: number of quantiles.
+
+    Returns:
+        ``(Q, k)`` float64 pseudo-scores in [0, 1], increasing along each row.
+
+    Examples:
+        >>> mid_quantiles([0.5], [1e6], 4).round(6).tolist()  # uniform
+        [[0.125, 0.375, 0.625, 0.875]]
+    """
+    q = (np.arange(k) + 0.5) / k
+    with jax.enable_x64(True):
+        dist = TruncatedNormal01(
+            jnp.asarray(loc, jnp.float64)[:, None], jnp.asarray(scale, jnp.float64)[:, None]
+        )
+        x = dist.icdf(jnp.asarray(q)[None, :])
+    return np.clip(np.asarray(x, float), 0.0, 1.0)
+
+
+__all__ += ["max_truncated_std", "params_from_projected_moments", "mid_quantiles"]

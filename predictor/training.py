@@ -12,14 +12,15 @@ Objectives (``TrainConfig.objective``):
 ``"score_model"`` (built on the shared numpyro score model)
     The head predicts the truncated-normal parameters ``(μ, σ)`` of the score
     distribution. Each label ``(mean, std)`` is mapped to ``(μ, σ)`` with
-    :func:`optscale_jax.distributions.params_from_moments` after projecting
-    infeasible pairs (see :func:`label_params`); the label distribution is
-    represented by its ``K`` mid-quantiles ``F⁻¹((k + ½)/K)``, and the loss is
-    ``−log_joint(μ̄, σ̄, quantiles) / K``: the cross-entropy of the label's score
-    distribution under the predicted one, through
-    :func:`optscale_jax.model.log_joint` (no prior). It is minimised by the
-    label's own parameters and stays bounded where those parameters are huge
-    (scores piled near 1), unlike a squared error in ``(μ, σ)``.
+    :func:`optscale_jax.distributions.params_from_projected_moments`
+    (infeasible pairs projected first); the label distribution is represented
+    by its ``K`` mid-quantiles ``F⁻¹((k + ½)/K)``
+    (:func:`optscale_jax.distributions.mid_quantiles`), and the loss is
+    :func:`optscale_jax.model.score_cross_entropy`, ``−log_joint(μ̄, σ̄,
+    quantiles) / K``: the cross-entropy of the label's score distribution under
+    the predicted one (no prior). It is minimised by the label's own parameters
+    and stays bounded where those parameters are huge (scores piled near 1),
+    unlike a squared error in ``(μ, σ)``.
 
 Defaults are chosen for CPU and frozen features: the paper's head
 (512-256-128, dropout 0.2/0.2/0.1, AdamW, weight decay 0.01, 30 epochs) with
@@ -27,6 +28,13 @@ batches of 64 at peak lr 3e-5 (warm-up then cosine decay), clipping at norm
 1.0, keeping the epoch with the best holdout loss. Larger rates (1e-3) overfit
 the 4,000 training questions within a few epochs. :meth:`TrainConfig.paper`
 is the paper's schedule (lr 1e-5, 30 epochs, clipping 0.1, batch 16).
+
+The loop is written in named steps, flax-nnx style: :func:`make_loss_fn`
+builds ``loss_fn(params, batch, key)`` over the split head, :func:`train_step`
+is one pure optimiser step (jitted under plain ``jax.jit`` over the split
+state, a :class:`TrainState`), :func:`evaluate` averages the holdout loss, and
+:func:`train` runs the epochs with small helpers for keeping the best epoch,
+progress, holdout metrics and the prior widths.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,23 +53,34 @@ import optax
 from flax import nnx
 from numpy.typing import ArrayLike
 
+from optscale_jax.distributions import (
+    max_truncated_std,
+    mid_quantiles,
+    moments,
+    params_from_projected_moments,
+)
+from optscale_jax.model import score_cross_entropy
 from predictor.baselines import metrics
 from predictor.features import TokenStates
 from predictor.head import PriorHead
 
 __all__ = [
+    "Batch",
     "Features",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "build_head",
+    "evaluate",
     "fit_prior_widths",
     "label_params",
+    "make_loss_fn",
     "max_truncated_std",
     "predict",
     "predict_moments",
     "predict_params",
-    "score_quantiles",
     "train",
+    "train_step",
 ]
 
 Features = TokenStates | np.ndarray
@@ -88,7 +107,8 @@ class TrainConfig:
             the prior widths; 0 fits them on the training rows.
         n_quantiles: ``K`` label quantiles for the ``"score_model"`` objective.
         feasible_shrink: infeasible label stds are shrunk to this fraction of
-            the largest std reachable at their mean (:func:`label_params`).
+            the largest std reachable at their mean
+            (:func:`~optscale_jax.distributions.params_from_projected_moments`).
         pad_multiple: token batches are padded to a multiple of this length, so
             only a few shapes are compiled.
         keep_best: return the parameters of the epoch with the lowest holdout
@@ -169,105 +189,54 @@ class TrainResult:
     label_stats: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- label mapping
+# ---------------------------------------------------------------- labels
+
+# The label mapping lives with the distribution; these names stay for callers of
+# predictor.training (same functions, not copies).
+label_params = params_from_projected_moments
+"""Alias of :func:`optscale_jax.distributions.params_from_projected_moments`."""
 
 
-def max_truncated_std(mean: ArrayLike) -> np.ndarray:
-    """Largest std a normal truncated to [0, 1] can have at a given mean.
-
-    The supremum is reached in the limit σ → ∞ with μ/σ² → λ, where the
-    truncated normal becomes the truncated exponential ``∝ exp(λx)`` on [0, 1],
-    whose mean is ``1/(1 − e^{−λ}) − 1/λ`` and variance
-    ``1/λ² − e^{−λ}/(1 − e^{−λ})²``. λ is found by bisection (in log space)
-    and the std returned; 0 for means outside (0, 1).
-
-    Args:
-        mean: means, any shape.
-
-    Returns:
-        The bound, same shape, float64.
-    """
-    m = np.asarray(mean, float)
-    u = np.where(m < 0.5, 1.0 - m, m)  # symmetric in m ↔ 1 − m
-    inside = (u > 0.5) & (u < 1.0)
-    target = np.where(inside, u, 0.75)
-
-    def mean_of(lam):
-        return 1.0 / -np.expm1(-lam) - 1.0 / lam
-
-    lo, hi = np.full_like(target, -14.0), np.full_like(target, 14.0)  # log λ
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        too_small = mean_of(np.exp(mid)) < target
-        lo, hi = np.where(too_small, mid, lo), np.where(too_small, hi, mid)
-    lam = np.exp(0.5 * (lo + hi))
-    var = 1.0 / lam**2 - np.exp(-lam) / np.expm1(-lam) ** 2
-    std = np.sqrt(np.clip(var, 0.0, None))
-    std = np.where(inside, std, 0.0)
-    return np.where(u == 0.5, np.sqrt(1.0 / 12.0), std)
+def _targets(config: TrainConfig, mean: np.ndarray, std: np.ndarray):
+    """Per-row training targets and validity for the objective."""
+    if config.objective == "regression":
+        return np.stack([mean, std], 1), np.ones(len(mean), bool)
+    loc, scale, valid = params_from_projected_moments(mean, std, shrink=config.feasible_shrink)
+    target = np.full((len(mean), config.n_quantiles), 0.5)
+    if valid.any():
+        target[valid] = mid_quantiles(loc[valid], scale[valid], config.n_quantiles)
+    return target, valid
 
 
-def label_params(
-    mean: ArrayLike, std: ArrayLike, *, shrink: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Truncated-normal parameters ``(μ, σ)`` of label moments, projecting infeasible pairs.
-
-    Many real labels have a std too large for their mean (bimodal scores: some
-    near 0, most near 1), which no normal truncated to [0, 1] reaches, and
-    :func:`~optscale_jax.distributions.params_from_moments` returns NaN for
-    them. Here every std is first capped at ``shrink ×``
-    :func:`max_truncated_std` of its mean (feasible pairs below the cap are
-    unchanged); pairs the core still cannot map (means at 0 or 1, or a solver
-    limit) are marked invalid.
-
-    Args:
-        mean, std: label moments, shape ``(Q,)``.
-        shrink: cap as a fraction of the largest feasible std, in (0, 1).
-
-    Returns:
-        ``(loc, scale, valid)``: float64 arrays and a bool mask; loc/scale are
-        NaN where ``valid`` is False.
-    """
-    from optscale_jax.distributions import params_from_moments
-
-    mean, std = np.asarray(mean, float).ravel(), np.asarray(std, float).ravel()
-    if mean.shape != std.shape:
-        raise ValueError(f"mean and std differ in shape: {mean.shape} vs {std.shape}")
-    capped = np.minimum(std, shrink * max_truncated_std(mean))
-    # pad to a power-of-two length so repeated calls reuse one compiled solver
-    q = len(mean)
-    size = max(1024, 1 << max(q - 1, 1).bit_length())
-    m_pad = np.concatenate([mean, np.full(size - q, 0.5)])
-    s_pad = np.concatenate([capped, np.full(size - q, 0.1)])
-    with jax.enable_x64(True):
-        loc, scale = params_from_moments(jnp.asarray(m_pad), jnp.asarray(s_pad))
-    loc, scale = np.asarray(loc, float)[:q], np.asarray(scale, float)[:q]
-    valid = np.isfinite(loc) & np.isfinite(scale) & (scale > 0) & (capped > 0)
-    return np.where(valid, loc, np.nan), np.where(valid, scale, np.nan), valid
-
-
-def score_quantiles(loc: ArrayLike, scale: ArrayLike, k: int) -> np.ndarray:
-    """The ``k`` mid-quantiles ``F⁻¹((j + ½)/k)`` of ``TruncatedNormal01(loc, scale)``.
-
-    Args:
-        loc, scale: ``(Q,)`` parameters (finite).
-        k: number of quantiles.
-
-    Returns:
-        ``(Q, k)`` float64 pseudo-scores in [0, 1].
-    """
-    from optscale_jax.distributions import TruncatedNormal01
-
-    q = (np.arange(k) + 0.5) / k
-    with jax.enable_x64(True):
-        dist = TruncatedNormal01(
-            jnp.asarray(loc, jnp.float64)[:, None], jnp.asarray(scale, jnp.float64)[:, None]
+def _label_stats(config: TrainConfig, mean: np.ndarray, std: np.ndarray, rows: np.ndarray):
+    """Label variances (the regression loss's scales) and the head's initial outputs."""
+    if config.objective == "regression":
+        loc_init, scale_init = float(mean[rows].mean()), float(std[rows].mean())
+    else:
+        loc, scale, _ = params_from_projected_moments(
+            mean[rows], std[rows], shrink=config.feasible_shrink
         )
-        x = dist.icdf(jnp.asarray(q)[None, :])
-    return np.clip(np.asarray(x, float), 0.0, 1.0)
+        loc_init, scale_init = float(np.median(loc)), float(np.median(scale))
+    var = np.array([mean[rows].var(), std[rows].var()])
+    var = np.where(var > 0, var, 1.0)
+    return {
+        "mean_var": float(var[0]),
+        "std_var": float(var[1]),
+        "loc_init": loc_init,
+        "scale_init": scale_init,
+    }
 
 
 # ---------------------------------------------------------------- batching
+
+
+class Batch(NamedTuple):
+    """One padded batch: inputs, targets and row weights (0 marks a padding row)."""
+
+    x: np.ndarray
+    mask: np.ndarray | None
+    target: jax.Array
+    weight: np.ndarray
 
 
 def _n_rows(features: Features) -> int:
@@ -278,7 +247,14 @@ def _dim(features: Features) -> int:
     return features.dim if isinstance(features, TokenStates) else int(np.asarray(features).shape[1])
 
 
-def _batch(features: Features, index: np.ndarray, batch_size: int, pad_multiple: int):
+def _rows(features: Features, index: np.ndarray) -> Features:
+    """The features of rows ``index``."""
+    if isinstance(features, TokenStates):
+        return features.subset(index)
+    return np.asarray(features)[index]
+
+
+def _pad_batch(features: Features, index: np.ndarray, batch_size: int, pad_multiple: int):
     """Features of ``index`` padded to ``batch_size`` rows (and bucketed length)."""
     n = len(index)
     full = np.concatenate([index, np.full(batch_size - n, index[0])]) if n < batch_size else index
@@ -293,7 +269,15 @@ def _batch(features: Features, index: np.ndarray, batch_size: int, pad_multiple:
     return x, mask, weight, full
 
 
-# ---------------------------------------------------------------- losses
+def _batches(features: Features, target: np.ndarray, rows: np.ndarray, bs: int, pad: int):
+    """``(Batch, n_real_rows)`` over ``rows`` in order, ``bs`` at a time."""
+    for s in range(0, len(rows), bs):
+        idx = rows[s : s + bs]
+        x, mask, w, full = _pad_batch(features, idx, bs, pad)
+        yield Batch(x, mask, jnp.asarray(target[full], jnp.float32), w), len(idx)
+
+
+# ---------------------------------------------------------------- losses and steps
 
 
 def _regression_loss(loc, scale, target, weight, stats):
@@ -304,41 +288,72 @@ def _regression_loss(loc, scale, target, weight, stats):
 
 def _score_model_loss(loc, scale, target, weight, stats):
     """Cross-entropy of the label quantiles under TruncatedNormal01(loc, scale)."""
-    from optscale_jax.model import log_joint
-
-    ll = log_joint(loc, scale, target)  # (B,), sum over the K quantiles
-    return -(weight * ll).sum() / (weight.sum() * target.shape[1])
+    return score_cross_entropy(loc, scale, target, weight)
 
 
 _LOSSES: dict[str, Callable] = {"regression": _regression_loss, "score_model": _score_model_loss}
 
-
-# ---------------------------------------------------------------- training
-
-
-def build_head(
-    in_features: int, config: TrainConfig, *, loc_init: float, scale_init: float
-) -> PriorHead:
-    """The head :func:`train` starts from (also used to restore checkpoints)."""
-    return PriorHead(
-        in_features,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        loc_init=float(loc_init),
-        scale_init=float(scale_init),
-        rngs=nnx.Rngs(params=config.seed),
-    )
+LossFn = Callable[[nnx.State, Batch, "jax.Array | None"], jax.Array]
 
 
-def _targets(config: TrainConfig, mean: np.ndarray, std: np.ndarray):
-    """Per-row training targets and validity for the objective."""
-    if config.objective == "regression":
-        return np.stack([mean, std], 1), np.ones(len(mean), bool)
-    loc, scale, valid = label_params(mean, std, shrink=config.feasible_shrink)
-    target = np.full((len(mean), config.n_quantiles), 0.5)
-    if valid.any():
-        target[valid] = score_quantiles(loc[valid], scale[valid], config.n_quantiles)
-    return target, valid
+class TrainState(NamedTuple):
+    """What changes from step to step: the head's parameters and the optimiser state."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+
+
+def make_loss_fn(graphdef: nnx.GraphDef, objective: Objective, label_stats: dict) -> LossFn:
+    """``loss_fn(params, batch, key)`` of the objective; ``key=None`` disables dropout.
+
+    Args:
+        graphdef: the head's structure (``nnx.split``).
+        objective: ``"regression"`` or ``"score_model"``.
+        label_stats: :attr:`TrainResult.label_stats` (the regression loss's scales).
+    """
+    objective_loss = _LOSSES[objective]
+    stats = jnp.asarray([label_stats["mean_var"], label_stats["std_var"]], jnp.float32)
+
+    def loss_fn(params: nnx.State, batch: Batch, key: jax.Array | None) -> jax.Array:
+        loc, scale = nnx.merge(graphdef, params)(batch.x, batch.mask, key=key)
+        return objective_loss(loc, scale, batch.target, batch.weight, stats)
+
+    return loss_fn
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+) -> tuple[TrainState, jax.Array]:
+    """One optimiser step on ``batch`` with dropout keyed by ``key``; pure (jit it).
+
+    Returns:
+        The new state and the batch loss before the step.
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+
+
+def evaluate(
+    eval_step: Callable[[nnx.State, Batch], jax.Array], params: nnx.State, batches
+) -> float:
+    """Mean loss over ``(Batch, n)`` pairs, weighted by each batch's real rows.
+
+    Args:
+        eval_step: ``eval_step(params, batch) -> loss`` without dropout.
+        params: the head's parameters.
+        batches: ``(Batch, n)`` pairs, e.g. the holdout rows.
+    """
+    total, count = 0.0, 0
+    for batch, n in batches:
+        total += float(eval_step(params, batch)) * n
+        count += n
+    return total / count
 
 
 def _optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
@@ -358,6 +373,97 @@ def _optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransform
         optax.clip_by_global_norm(config.clip_norm),
         optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask),
     )
+
+
+# ---------------------------------------------------------------- the loop's helpers
+
+
+def build_head(
+    in_features: int, config: TrainConfig, *, loc_init: float, scale_init: float
+) -> PriorHead:
+    """The head :func:`train` starts from (also used to restore checkpoints)."""
+    return PriorHead(
+        in_features,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        loc_init=float(loc_init),
+        scale_init=float(scale_init),
+        rngs=nnx.Rngs(params=config.seed),
+    )
+
+
+def _check_labels(features: Features, mean: ArrayLike, std: ArrayLike):
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    q = _n_rows(features)
+    if mean.shape != (q,) or std.shape != (q,):
+        raise ValueError(f"labels must have shape ({q},), got {mean.shape} and {std.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise ValueError("labels must be finite")
+    return mean, std
+
+
+def _split_rows(rng: np.random.Generator, q: int, holdout_fraction: float):
+    """Seeded ``(holdout, training)`` rows, each sorted."""
+    perm = rng.permutation(q)
+    n_hold = int(round(holdout_fraction * q))
+    return np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+
+
+@dataclass
+class _KeepBest:
+    """Early stopping without stopping: the parameters of the lowest holdout loss."""
+
+    enabled: bool
+    loss: float = np.inf
+    params: nnx.State | None = None
+    epoch: int = 0
+
+    def update(self, row: dict, params: nnx.State) -> None:
+        if self.enabled and "holdout_loss" in row and row["holdout_loss"] <= self.loss:
+            self.loss, self.params, self.epoch = row["holdout_loss"], params, row["epoch"]
+
+    def restore(self, params: nnx.State, history: list[dict]) -> nnx.State:
+        """The best parameters (noted in the last history row), else ``params``."""
+        if self.params is None:
+            return params
+        history[-1]["best_epoch"] = self.epoch
+        return self.params
+
+
+def _progress_bar(epochs: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(range(epochs), desc="training", unit="epoch", disable=not enabled)
+
+
+def _report(bar, row: dict, callback: Callable[[dict], None] | None) -> None:
+    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
+    if callback is not None:
+        callback(row)
+
+
+def _holdout_metrics(head: PriorHead, features, mean, std, hold, config: TrainConfig) -> dict:
+    """``holdout_*`` MAE/R² of the head's predicted moments on the holdout rows."""
+    pm = predict_moments(
+        head, _rows(features, hold), config.objective, pad_multiple=config.pad_multiple
+    )
+    labels = np.stack([mean[hold], std[hold]], 1)
+    return {f"holdout_{k}": v for k, v in metrics(labels, pm).items()}
+
+
+def _fit_widths(head: PriorHead, features, mean, std, rows, config: TrainConfig) -> dict:
+    """:func:`fit_prior_widths` of the head's predicted parameters on ``rows``."""
+    pred = predict_params(
+        head,
+        _rows(features, rows),
+        config.objective,
+        shrink=config.feasible_shrink,
+        pad_multiple=config.pad_multiple,
+    )
+    return fit_prior_widths(*pred, mean[rows], std[rows], shrink=config.feasible_shrink)
+
+
+# ---------------------------------------------------------------- training
 
 
 def train(
@@ -391,134 +497,53 @@ def train(
     Raises:
         ValueError: on mismatched lengths or non-finite labels.
     """
-    from tqdm.auto import tqdm
-
     config = config or TrainConfig()
-    mean, std = np.asarray(mean, float), np.asarray(std, float)
-    q = _n_rows(features)
-    if mean.shape != (q,) or std.shape != (q,):
-        raise ValueError(f"labels must have shape ({q},), got {mean.shape} and {std.shape}")
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-        raise ValueError("labels must be finite")
-
+    mean, std = _check_labels(features, mean, std)
     rng = np.random.default_rng(config.seed)
-    perm = rng.permutation(q)
-    n_hold = int(round(config.holdout_fraction * q))
-    hold, fit_rows = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    hold, fit_rows = _split_rows(rng, len(mean), config.holdout_fraction)
     target, valid = _targets(config, mean, std)
-    fit_rows = fit_rows[valid[fit_rows]]
+    fit_rows, hold_ok = fit_rows[valid[fit_rows]], hold[valid[hold]]
     if len(fit_rows) == 0:
         raise ValueError("no training rows with a usable label")
+    label_stats = _label_stats(config, mean, std, fit_rows)
 
-    if config.objective == "regression":
-        loc_init, scale_init = float(mean[fit_rows].mean()), float(std[fit_rows].mean())
-    else:
-        loc, scale, _ = label_params(mean[fit_rows], std[fit_rows], shrink=config.feasible_shrink)
-        loc_init, scale_init = float(np.median(loc)), float(np.median(scale))
-    stats = np.array([mean[fit_rows].var(), std[fit_rows].var()])
-    stats = np.where(stats > 0, stats, 1.0)
-    label_stats = {
-        "mean_var": float(stats[0]),
-        "std_var": float(stats[1]),
-        "loc_init": loc_init,
-        "scale_init": scale_init,
-    }
-
-    head = build_head(_dim(features), config, loc_init=loc_init, scale_init=scale_init)
+    init = {k: label_stats[k] for k in ("loc_init", "scale_init")}
+    head = build_head(_dim(features), config, **init)
     graphdef, params = nnx.split(head)
     bs = min(config.batch_size, len(fit_rows))
     steps_per_epoch = math.ceil(len(fit_rows) / bs)
     tx = _optimizer(config, steps_per_epoch * config.epochs)
-    opt_state = tx.init(params)
-    loss_fn = _LOSSES[config.objective]
-    stats_j = jnp.asarray(stats, jnp.float32)
-
-    def batch_loss(params, x, mask, y, w, key):
-        model = nnx.merge(graphdef, params)
-        loc, scale = model(x, mask, key=key)
-        return loss_fn(loc, scale, y, w, stats_j)
-
-    @jax.jit
-    def step(params, opt_state, x, mask, y, w, key):
-        loss, grads = jax.value_and_grad(batch_loss)(params, x, mask, y, w, key)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    eval_loss = jax.jit(lambda params, x, mask, y, w: batch_loss(params, x, mask, y, w, None))
+    loss_fn = make_loss_fn(graphdef, config.objective, label_stats)
+    step = jax.jit(functools.partial(train_step, loss_fn=loss_fn, tx=tx))
+    eval_step = jax.jit(lambda params, batch: loss_fn(params, batch, None))
+    state = TrainState(params, tx.init(params))
     base_key = jax.random.key(config.seed)
     history: list[dict] = []
-    best: tuple = (np.inf, None, 0)
-    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress)
+    best = _KeepBest(config.keep_best)
+    bar = _progress_bar(config.epochs, progress)
     for epoch in bar:
         order = fit_rows[rng.permutation(len(fit_rows))]
-        total, count = 0.0, 0
-        for s in range(steps_per_epoch):
-            idx = order[s * bs : (s + 1) * bs]
-            x, mask, w, full = _batch(features, idx, bs, config.pad_multiple)
+        total = 0.0
+        for s, (batch, n) in enumerate(_batches(features, target, order, bs, config.pad_multiple)):
             key = jax.random.fold_in(base_key, epoch * steps_per_epoch + s)
-            params, opt_state, loss = step(
-                params, opt_state, x, mask, jnp.asarray(target[full], jnp.float32), w, key
-            )
-            total, count = total + float(loss) * len(idx), count + len(idx)
-        row = {"epoch": epoch + 1, "loss": total / count}
-        hold_ok = hold[valid[hold]]
+            state, loss = step(state, batch, key)
+            total += float(loss) * n
+        row = {"epoch": epoch + 1, "loss": total / len(order)}
         if len(hold_ok):
-            hl, hn = 0.0, 0
-            for s in range(0, len(hold_ok), bs):
-                idx = hold_ok[s : s + bs]
-                x, mask, w, full = _batch(features, idx, bs, config.pad_multiple)
-                hl += float(
-                    eval_loss(params, x, mask, jnp.asarray(target[full], jnp.float32), w)
-                ) * len(idx)
-                hn += len(idx)
-            row["holdout_loss"] = hl / hn
+            holdout = _batches(features, target, hold_ok, bs, config.pad_multiple)
+            row["holdout_loss"] = evaluate(eval_step, state.params, holdout)
         history.append(row)
-        if config.keep_best and "holdout_loss" in row and row["holdout_loss"] <= best[0]:
-            best = (row["holdout_loss"], params, epoch + 1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
-        if callback is not None:
-            callback(row)
+        best.update(row, state.params)
+        _report(bar, row, callback)
     bar.close()
-    if best[1] is not None:
-        params = best[1]
-        history[-1]["best_epoch"] = best[2]
-    head = nnx.merge(graphdef, params)
+
+    head = nnx.merge(graphdef, best.restore(state.params, history))
     result = TrainResult(head, config, history, {}, hold, label_stats)
     if len(hold):
-        pm = predict_moments(
-            head,
-            features.subset(hold)
-            if isinstance(features, TokenStates)
-            else np.asarray(features)[hold],
-            config.objective,
-            pad_multiple=config.pad_multiple,
-        )
-        history[-1].update(
-            {
-                f"holdout_{k}": v
-                for k, v in metrics(np.stack([mean[hold], std[hold]], 1), pm).items()
-            }
-        )
-    if not fit_widths:
-        return result
-    width_rows = hold if len(hold) else fit_rows
-    sub = (
-        features.subset(width_rows)
-        if isinstance(features, TokenStates)
-        else np.asarray(features)[width_rows]
-    )
-    result.widths = fit_prior_widths(
-        *predict_params(
-            head,
-            sub,
-            config.objective,
-            shrink=config.feasible_shrink,
-            pad_multiple=config.pad_multiple,
-        ),
-        mean[width_rows],
-        std[width_rows],
-        shrink=config.feasible_shrink,
-    )
+        history[-1].update(_holdout_metrics(head, features, mean, std, hold, config))
+    if fit_widths:
+        width_rows = hold if len(hold) else fit_rows
+        result.widths = _fit_widths(head, features, mean, std, width_rows, config)
     return result
 
 
@@ -551,7 +576,7 @@ def predict(
     locs, scales = [], []
     for s in range(0, q, bs):
         idx = np.arange(s, min(s + bs, q))
-        x, mask, _, _ = _batch(features, idx, bs, pad_multiple)
+        x, mask, _, _ = _pad_batch(features, idx, bs, pad_multiple)
         loc, scale = _apply(graphdef, params, x, mask)
         locs.append(np.asarray(loc, float)[: len(idx)])
         scales.append(np.asarray(scale, float)[: len(idx)])
@@ -569,8 +594,6 @@ def predict_moments(
     loc, scale = predict(head, features, **kwargs)
     if objective == "regression":
         return np.stack([loc, scale], 1)
-    from optscale_jax.distributions import moments
-
     with jax.enable_x64(True):
         m, s = moments(jnp.asarray(loc), jnp.asarray(scale))
     return np.stack([np.asarray(m, float), np.asarray(s, float)], 1)
@@ -582,14 +605,16 @@ def predict_params(
     """Predicted truncated-normal parameters ``(μ̄, σ̄)`` — the MAP prior centres.
 
     ``"score_model"`` heads output them directly. ``"regression"`` heads output
-    moments, mapped with :func:`label_params` (same projection); a prediction
-    that still cannot be mapped falls back to ``(mean, std)`` themselves, which
-    is what the official code uses as prior centres.
+    moments, mapped with
+    :func:`~optscale_jax.distributions.params_from_projected_moments` (the
+    labels' projection); a prediction that still cannot be mapped falls back
+    to ``(mean, std)`` themselves, which is what the official code uses as
+    prior centres.
     """
     loc, scale = predict(head, features, **kwargs)
     if objective == "score_model":
         return loc, scale
-    p_loc, p_scale, ok = label_params(
+    p_loc, p_scale, ok = params_from_projected_moments(
         np.clip(loc, 1e-6, 1 - 1e-6), np.maximum(scale, 1e-6), shrink=shrink
     )
     return np.where(ok, p_loc, loc), np.where(ok, p_scale, scale)
@@ -606,7 +631,8 @@ def fit_prior_widths(
 ) -> dict:
     """Prior widths ``(σ_μ, σ_σ)`` from held-out residuals in parameter space.
 
-    Labels are mapped to ``(μ, σ)`` by :func:`label_params`; the widths are the
+    Labels are mapped to ``(μ, σ)`` by
+    :func:`~optscale_jax.distributions.params_from_projected_moments`; the widths are the
     Gaussian maximum-likelihood scales of the residuals (root mean square),
     so the prior ``N(μ̄, σ_μ)`` is calibrated on questions the head did not see.
     The median absolute residual ×1.4826 (robust to the heavy tail of μ for
@@ -621,7 +647,7 @@ def fit_prior_widths(
     Returns:
         ``{"scale_mu", "scale_sigma", "robust_scale_mu", "robust_scale_sigma", "n"}``.
     """
-    loc, scale, ok = label_params(mean, std, shrink=shrink)
+    loc, scale, ok = params_from_projected_moments(mean, std, shrink=shrink)
     pred_loc, pred_scale = np.asarray(pred_loc, float), np.asarray(pred_scale, float)
     ok &= np.isfinite(pred_loc) & np.isfinite(pred_scale)
     if not ok.any():
