@@ -27,8 +27,8 @@ from predictor.training import TrainConfig, TrainResult, build_head
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
-FORMAT = "optscale-predictor-head"
-VERSION = 1
+CHECKPOINT_FORMAT = "optscale-predictor-head"
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -89,8 +89,8 @@ def save_checkpoint(
     state = jax.tree.map(np.asarray, state)
     (path / "params.msgpack").write_bytes(serialization.msgpack_serialize(state))
     manifest = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
         "in_features": result.head.in_features,
         "config": result.config.to_dict(),
         "label_stats": result.label_stats,
@@ -120,9 +120,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} is not a predictor checkpoint (missing {name})")
     manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("version") != VERSION:
+    if manifest.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: format {manifest.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
+    if manifest.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {manifest.get('version')} is not supported")
     config = TrainConfig.from_dict(manifest["config"])
     stats = manifest.get("label_stats", {})
