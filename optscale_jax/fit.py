@@ -140,7 +140,15 @@ def validate_scores(
         ...
         ValueError: scores[0, 1] = nan is not a number in [0, 1] (1 bad entries; pass a mask to exclude missing samples)
     """
-    s = np.asarray(scores, dtype=float)
+    try:
+        raw = np.asarray(scores)
+    except ValueError:  # ragged nested lists
+        raise ValueError(
+            "scores rows have different lengths; pad them to shape (Q, N) and pass a mask"
+        ) from None
+    if raw.dtype.kind not in "biuf":  # strings, None, complex: never silently converted
+        raise TypeError(f"scores must be real numbers in [0, 1], got dtype {raw.dtype}")
+    s = np.asarray(raw, dtype=float)
     if s.ndim == 1:
         s = s[None, :]
     if s.ndim != 2:
@@ -291,6 +299,8 @@ def _check_gaussian_prior(prior: GaussianPrior) -> None:
     for name, value in zip(prior._fields, prior, strict=True):
         if isinstance(value, jax.Array):
             continue
+        if np.asarray(value).dtype.kind not in "biuf":
+            raise TypeError(f"prior.{name} must be real numbers, got {value!r:.60}")
         v = np.asarray(value, dtype=float)
         centre = name.startswith("loc_")
         bad = ~np.isfinite(v) | ((v <= 0) if not centre else False)
@@ -401,6 +411,10 @@ def fit_map(
             raise ValueError(f"init sigma must be > 0, got {float(np.ravel(sig0)[~(np.ravel(sig0) > 0)][0])}")
     if isinstance(prior, GaussianPrior):
         _check_gaussian_prior(prior)
+        for name, f in zip(prior._fields, prior, strict=True):
+            if np.shape(f) not in ((), (1,), (q,)):
+                raise ValueError(f"prior.{name} has shape {np.shape(f)}; expected a scalar or one value per "
+                                 f"question ({q},)")
         fields = [jnp.broadcast_to(jnp.asarray(f, s.dtype), (q,)) for f in prior]
         if init is None:
             init = (fields[0], jnp.clip(fields[2], sigma_bounds[0], sigma_bounds[1]))

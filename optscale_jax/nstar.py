@@ -47,6 +47,27 @@ def _check_alpha(alpha) -> None:
         raise ValueError(f"alpha must lie in (0, 1) (a target probability such as 0.95), got {bad}")
 
 
+def _check_real(**args) -> None:
+    """Host arguments are real numbers (not strings, None, complex) and broadcast together."""
+    shapes = []
+    for name, x in args.items():
+        if isinstance(x, jax.Array):
+            shapes.append(x.shape)
+            continue
+        try:
+            a = np.asarray(x)
+        except ValueError:
+            raise ValueError(f"{name} must be a number or a rectangular array of numbers (ragged lists)") from None
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real number or an array of them, got {x!r:.60}")
+        shapes.append(a.shape)
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        shown = ", ".join(f"{n} {sh}" for n, sh in zip(args, shapes, strict=True))
+        raise ValueError(f"shapes do not broadcast together: {shown}") from None
+
+
 def _host(x) -> np.ndarray | None:
     """``x`` as a NumPy array when it lives on the host (Python scalars, lists, NumPy).
 
@@ -176,6 +197,7 @@ def n_star(
         >>> int(n_star(0.5, 0.2, 0.5, 0.95))  # F(0.5) = 1/2
         5
     """
+    _check_real(mu=mu, sigma=sigma, s_min=s_min, alpha=alpha)
     _check_alpha(alpha)
     _check_counts(n_min, n_max)
     _check_law(sigma, s_min)

@@ -642,9 +642,18 @@ def _is_number(x: Any) -> bool:
 
 
 def _check_unit(path: Path, rec: str, field_name: str, x: Any) -> float:
-    if not _is_number(x) or not math.isfinite(x) or not 0.0 <= x <= 1.0:
-        raise PoolFormatError(path, rec, field_name, f"{x!r} is not a finite number in [0, 1]")
+    try:
+        ok = _is_number(x) and math.isfinite(x) and 0.0 <= x <= 1.0
+    except OverflowError:  # an integer literal too large for a float (10**400)
+        ok = False
+    if not ok:
+        shown = repr(x) if not isinstance(x, int) or abs(x) < 10**20 else f"an integer of {len(str(abs(x)))} digits"
+        raise PoolFormatError(path, rec, field_name, f"{shown} is not a finite number in [0, 1]")
     return float(x)
+
+
+#: Largest token count a pool holds (int64); beyond it the count cannot be stored.
+_MAX_TOKENS = 2**63 - 1
 
 
 def _check_tokens(path: Path, rec: str, field_name: str, x: Any) -> int:
@@ -652,7 +661,16 @@ def _check_tokens(path: Path, rec: str, field_name: str, x: Any) -> int:
         x = int(x)
     if not isinstance(x, int) or isinstance(x, bool) or x < 0:
         raise PoolFormatError(path, rec, field_name, f"{x!r} is not a non-negative integer")
+    if x > _MAX_TOKENS:
+        raise PoolFormatError(path, rec, field_name, f"{x:.3g} is not a token count (above 2**63 - 1)")
     return x
+
+
+def _check_id(path: Path, rec: str, field_name: str, x: Any) -> str:
+    """A question id: a non-empty string or an integer (never null, a bool, a list or an object)."""
+    if isinstance(x, bool) or not isinstance(x, (str, int)) or (isinstance(x, str) and not x.strip()):
+        raise PoolFormatError(path, rec, field_name, f"expected a non-empty string or integer id, got {x!r}")
+    return str(x)
 
 
 def _list_of(path: Path, rec: str, field_name: str, value: Any, what: str) -> list[Any]:
@@ -739,13 +757,18 @@ def _samples_from_fields(
 
 
 def _load_json(path: Path) -> Any:
+    # utf-8-sig: a byte-order mark at the start (Windows editors write one) is skipped.
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise PoolFormatError(
             path, f"line {exc.lineno}, column {exc.colno}", None, f"invalid JSON: {exc.msg}"
         ) from None
+    except UnicodeDecodeError as exc:  # named here: the pool and the prompts file both come here
+        raise PoolFormatError(path, None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise PoolFormatError(path, None, None, "invalid JSON: nested too deeply") from None
 
 
 def read_prompts(
@@ -789,6 +812,8 @@ def read_prompts(
         ans = item["answer"]
         if not isinstance(ans, (str, int, float)) or isinstance(ans, bool):
             raise PoolFormatError(path, rec, "answer", f"expected a string or number, got {type(ans).__name__}")
+        if isinstance(ans, float) and not math.isfinite(ans):
+            raise PoolFormatError(path, rec, "answer", f"{ans!r} is not a gold answer (expected a string or finite number)")
         qid = item.get("unique_id", item.get("id", k + 1))
         ids.append(str(qid))
         prompts.append(item[key])
@@ -880,6 +905,7 @@ def read_official(
         if "id" not in item:
             raise PoolFormatError(path, rec, "id", "missing")
         qid = item["id"]
+        _check_id(path, rec, "id", qid)
         rec = f"record {k} (id {qid!r})"
         sc = item.get("score")
         if not isinstance(sc, dict):
@@ -1003,7 +1029,7 @@ def read_search_and_learn(
     texts: list[str | None] = []
     gold: list[str | None] = []
     cols: dict[str, list[Any]] = {"scores": [], "tokens": [], "answers": [], "empty": [], "steps": []}
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a leading byte-order mark is skipped
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -1012,6 +1038,8 @@ def read_search_and_learn(
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PoolFormatError(path, rec, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise PoolFormatError(path, rec, None, "invalid JSON: nested too deeply") from None
             if not isinstance(item, dict):
                 raise PoolFormatError(path, rec, None, f"expected an object, got {type(item).__name__}")
             for key in ("completions", "scores", "completion_tokens"):
@@ -1035,13 +1063,15 @@ def read_search_and_learn(
                     "last_scores": "last_scores",
                 },
             )
-            qid = item.get("unique_id", item.get("id", lineno))
-            qids.append(str(qid))
+            key = "unique_id" if "unique_id" in item else "id"
+            qids.append(_check_id(path, rec, key, item[key]) if key in item else str(lineno))
             prob = item.get("problem", item.get("question"))
             texts.append(prob if isinstance(prob, str) else None)
             ans = item.get("answer")
             if ans is not None and (not isinstance(ans, (str, int, float)) or isinstance(ans, bool)):
                 raise PoolFormatError(path, rec, "answer", f"expected a string or number, got {type(ans).__name__}")
+            if isinstance(ans, float) and not math.isfinite(ans):
+                raise PoolFormatError(path, rec, "answer", f"{ans!r} is not a gold answer (expected a string or finite number)")
             gold.append(None if ans is None else extract_gold(str(ans)))
             cols["scores"].append(s)
             cols["tokens"].append(t)
@@ -1192,6 +1222,7 @@ def read_parquet(path: str | Path) -> Pool:
     for name in expected.names:
         if name not in table.column_names:
             raise PoolFormatError(path, None, name, "missing column")
+    _check_parquet_types(path, table, expected, meta)
     cols = {name: table.column(name).to_pylist() for name in expected.names}
     q = table.num_rows
     lengths = [len(r) if r is not None else 0 for r in cols["scores"]]
@@ -1204,8 +1235,9 @@ def read_parquet(path: str | Path) -> Pool:
         n = longest
     seen: dict[str, int] = {}
     for i, qid in enumerate(cols["question_id"]):
-        if qid is None:
-            raise PoolFormatError(path, f"row {i}", "question_id", "is null; expected a non-empty string id")
+        if qid is None or not qid.strip():
+            what = "is null" if qid is None else f"is {qid!r}"
+            raise PoolFormatError(path, f"row {i}", "question_id", f"{what}; expected a non-empty string id")
         if qid in seen:
             raise PoolFormatError(path, f"row {i}", "question_id", f"duplicate id {qid!r} (also row {seen[qid]})")
         seen[qid] = i
@@ -1229,6 +1261,71 @@ def read_parquet(path: str | Path) -> Pool:
     mask = np.zeros((q, n), dtype=bool)
     for i, length in enumerate(lengths):
         mask[i, :length] = True
+    if meta["has_step_scores"]:
+        for i, row in enumerate(cols["step_scores"]):
+            if row is None or len(row) != lengths[i]:
+                raise PoolFormatError(
+                    path, f"row {i} (question {cols['question_id'][i]!r})", "step_scores",
+                    f"has {'null' if row is None else len(row)} entries, 'scores' has {lengths[i]} "
+                    "(the schema metadata says the pool has step scores)",
+                )
+    try:
+        return _pool_from_parquet_columns(cols, meta, mask, pad)
+    except ValueError as exc:  # Pool's own checks (a score outside [0, 1] ...): name the file
+        raise PoolFormatError(path, None, None, str(exc)) from None
+
+
+def _check_parquet_types(path: Path, table: Any, expected: Any, meta: dict) -> None:
+    """Every column of the kind write_parquet writes, without nulls inside the lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kinds = {"float": (pa.types.is_floating, pa.types.is_integer), "int": (pa.types.is_integer,),
+             "string": (pa.types.is_string, pa.types.is_large_string), "bool": (pa.types.is_boolean,)}
+
+    def kind(t: Any) -> str:
+        return "float" if pa.types.is_floating(t) else "int" if pa.types.is_integer(t) else \
+            "string" if pa.types.is_string(t) else "bool" if pa.types.is_boolean(t) else str(t)
+
+    for name in expected.names:
+        want, got = expected.field(name).type, table.schema.field(name).type
+        depth_w, depth_g = 0, got
+        w = want
+        ok = True
+        while pa.types.is_list(w):
+            if not (pa.types.is_list(depth_g) or pa.types.is_large_list(depth_g)):
+                ok = False
+                break
+            w, depth_g, depth_w = w.value_type, depth_g.value_type, depth_w + 1
+        if ok:
+            ok = any(f(depth_g) for f in kinds[kind(w)])
+        if not ok:
+            raise PoolFormatError(path, None, name, f"column has type {got}; expected {want}")
+        if depth_w == 0 or pa.types.is_string(w):  # answers: null = no extracted answer
+            continue
+        col = table.column(name)
+        flat = col
+        for _ in range(depth_w):
+            flat = pc.list_flatten(flat)
+        if flat.null_count:
+            for i, row in enumerate(col.to_pylist()):
+                vals = row or []
+                for _ in range(depth_w - 1):
+                    vals = [v for sub in vals if sub is not None for v in sub]
+                if any(v is None for v in vals):
+                    raise PoolFormatError(path, f"row {i}", name, "holds a null inside its list; expected a value for every sample")
+        if pa.types.is_floating(w) and pa.types.is_integer(depth_g):
+            continue
+        if pa.types.is_integer(w) and pa.types.is_integer(depth_g) and (
+            depth_g.bit_width > w.bit_width or pa.types.is_unsigned_integer(depth_g)
+        ):
+            lo, hi = np.iinfo(np.dtype(w.to_pandas_dtype())).min, np.iinfo(np.dtype(w.to_pandas_dtype())).max
+            mm = pc.min_max(flat)
+            if mm["min"].as_py() is not None and (mm["min"].as_py() < lo or mm["max"].as_py() > hi):
+                raise PoolFormatError(path, None, name, f"values outside the range of {w}")
+
+
+def _pool_from_parquet_columns(cols: dict, meta: dict, mask: np.ndarray, pad: Any) -> Pool:
     return Pool(
         scores=pad("scores", 0.0, np.float64),
         mask=mask,
@@ -1288,7 +1385,7 @@ def detect_format(path: str | Path) -> str:
         raise PoolFormatError(path, None, None, "is gzip-compressed; decompress it first (gunzip)")
     if head[:4] == b"PK\x03\x04":
         raise PoolFormatError(path, None, None, "is a zip archive; extract the pool file first")
-    stripped = head.lstrip()
+    stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 byte-order mark is skipped
     if stripped.startswith(b"{"):
         return "search_and_learn"
     if stripped.startswith(b"["):

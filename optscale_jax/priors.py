@@ -137,15 +137,26 @@ def _warn_sigma_centres(path: Any, loc_sigma: np.ndarray, rec_names: Sequence[st
 
 def _load_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is skipped
     except OSError as exc:
         raise PriorsFileError(path, None, None, f"cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise PriorsFileError(path, None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PriorsFileError(
             path, f"line {exc.lineno}, column {exc.colno}", None, f"invalid JSON: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise PriorsFileError(path, None, None, "invalid JSON: nested too deeply") from None
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer literal too large for a float (10**400)
+        return False
 
 
 def _positions(path: Path, n_rows: int, question_ids: Sequence[str] | None, positions: Any) -> np.ndarray:
@@ -185,8 +196,8 @@ def _read_list(
             x = rec[j]
             if not _is_number(x):
                 raise PriorsFileError(path, where, name, f"expected a number, got {x!r}")
-            if not math.isfinite(x):
-                raise PriorsFileError(path, where, name, f"{_num(x)} is not finite")
+            if not _finite(x):
+                raise PriorsFileError(path, where, name, f"{_num(x) if isinstance(x, float) else 'an integer this large'} is not finite")
             rows[k, j] = float(x)
     idx = _positions(path, len(data), question_ids, positions)
     w = np.full(idx.size, width)
@@ -242,8 +253,8 @@ def _read_columns(
             where = f"record {k} (question {ids[k]!r})"
             if not _is_number(x):
                 raise PriorsFileError(path, where, name, f"expected a number, got {x!r}")
-            if not math.isfinite(x):
-                raise PriorsFileError(path, where, name, f"{_num(x)} is not finite")
+            if not _finite(x):
+                raise PriorsFileError(path, where, name, f"{_num(x) if isinstance(x, float) else 'an integer this large'} is not finite")
             if name.startswith("scale") and x <= 0:
                 raise PriorsFileError(path, where, name, f"{_num(x)} is not > 0 (a prior width)")
             out[k] = float(x)

@@ -36,6 +36,8 @@ def parse_grid(spec: str) -> Any:
 
     if spec.strip().lower() == "official":
         return OFFICIAL_GRID
+    if not spec.strip(" ;"):
+        raise typer.BadParameter(f"empty grid {spec!r}; use 'official' or key=values", param_hint="--grid")
     parts: dict[str, list[str]] = {}
     for chunk in spec.split(";"):
         if not chunk.strip():
@@ -46,6 +48,9 @@ def parse_grid(spec: str) -> Any:
         key = key.strip()
         if key not in ("s_min", "quantile", "n_max"):
             raise typer.BadParameter(f"unknown grid key {key!r} (use s_min, quantile, n_max)", param_hint="--grid")
+        if key in parts:
+            raise typer.BadParameter(f"grid key {key!r} given twice; list its values once, comma-separated",
+                                     param_hint="--grid")
         parts[key] = [v.strip() for v in vals.split(",") if v.strip()]
     base = {"s_min": OFFICIAL_GRID.s_min, "quantile": OFFICIAL_GRID.quantile, "n_max": OFFICIAL_GRID.n_max}
     out: dict[str, tuple] = {}
@@ -224,7 +229,8 @@ def replay_command(
 
         for path, hint in ((prompts, "--prompts"), (prior, "--prior")):
             if path is not None and not path.is_file():
-                what = "is a directory" if path.is_dir() else "no such file"
+                what = ("is a directory" if path.is_dir() else "is not a regular file (a FIFO, socket or device)"
+                        if path.exists() else "no such file")
                 raise typer.BadParameter(f"{path}: {what}; expected a JSON file", param_hint=hint)
         try:
             pool = read_pool(pool_path, prompts=prompts, aggregate=aggregate)
