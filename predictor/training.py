@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -340,7 +340,9 @@ def train_step(
 
 
 def evaluate(
-    eval_step: Callable[[nnx.State, Batch], jax.Array], params: nnx.State, batches
+    eval_step: Callable[[nnx.State, Batch], jax.Array],
+    params: nnx.State,
+    batches: Iterable[tuple[Batch, int]],
 ) -> float:
     """Mean loss over ``(Batch, n)`` pairs, weighted by each batch's real rows.
 
