@@ -14,7 +14,11 @@ the package, e.g. in a grading worker process, does not start JAX):
 * :mod:`optscale_jax.fit` — batched MLE / MAP fits, NUTS posterior
 * :mod:`optscale_jax.nstar` — N*, exceedance probabilities
 * :mod:`optscale_jax.policies` — Best-of-N, SC, weighted SC, ESC, ASC, DSC, OptScale
-* :mod:`optscale_jax.pool`, :mod:`.grading`, :mod:`.synthetic` — completion pools
+* :mod:`optscale_jax.answers`, :mod:`.scores` — answer extraction, step-score aggregation
+* :mod:`optscale_jax.pool` — the frozen completion pool and its transforms
+* :mod:`optscale_jax.io` — pool files (authors' JSON, search-and-learn, Parquet),
+  prompts/benchmark files, priors files, the shared data directory
+* :mod:`optscale_jax.grading`, :mod:`.synthetic` — math-verify grading, synthetic twins
 * :mod:`optscale_jax.replay`, :mod:`.report` — replays, sweeps, tables and plots
 * :mod:`optscale_jax.engines`, :mod:`.online` — live sampling over vLLM / transformers
 """
@@ -58,9 +62,12 @@ _EXPORTS = {
         "posterior_exceedance_probability",
         "posterior_n_star",
     ],
-    "pool": ["Pool", "PoolFormatError", "read_pool", "read_official", "read_search_and_learn",
-             "read_parquet", "write_parquet", "aggregate_step_scores"],
-    "grading": ["Grader", "equivalence_classes", "extract_answer", "extract_gold", "grade_pool"],
+    "answers": ["extract_answer", "extract_gold"],
+    "scores": ["AGGREGATIONS", "aggregate_step_scores"],
+    "pool": ["Pool"],
+    "io": ["PoolFormatError", "read_pool", "read_official", "read_search_and_learn",
+           "read_parquet", "write_parquet", "read_prompts", "shared_data_dir"],
+    "grading": ["Grader", "equivalence_classes", "grade_pool"],
     "synthetic": ["synthetic_pool"],
     "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
                  "DSC", "OptScale"],

@@ -75,7 +75,8 @@ from typing import Any
 import numpy as np
 from scipy.special import betaincinv, ndtr, ndtri
 
-from optscale_jax.pool import Pool, shared_data_dir
+from optscale_jax.io.datadir import shared_data_dir
+from optscale_jax.pool import Pool
 
 __all__ = [
     "DATASETS",
@@ -526,7 +527,7 @@ def build_calibration(data_dir: str | Path | None = None, out: str | Path | None
     :class:`TwinParams` by grid search (about a minute on 2 cores).
 
     Args:
-        data_dir: the shared data directory (default: :func:`optscale_jax.pool.shared_data_dir`).
+        data_dir: the shared data directory (default: :func:`optscale_jax.io.shared_data_dir`).
         out: where to write the JSON (default: the package's ``data/`` file).
 
     Returns:

@@ -1,6 +1,6 @@
 """The priors file: question id → MAP prior (μ̄, σ_μ, σ̄, σ_σ) for OptScaleᵗ.
 
-Thin wrappers over the package's one reader and writer, :mod:`optscale_jax.priors`
+Thin wrappers over the package's one reader and writer, :mod:`optscale_jax.io.priors`
 (format, validation and messages are documented there), so that the predictor and
 ``optscale replay --prior`` read the same files into the same arrays.
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from numpy.typing import ArrayLike
 
-from optscale_jax.priors import COLUMNS, FORMAT, VERSION, PriorArrays, read_priors
-from optscale_jax.priors import write_priors as _write_priors
+from optscale_jax.io.priors import COLUMNS, FORMAT, VERSION, PriorArrays, read_priors
+from optscale_jax.io.priors import write_priors as _write_priors
 
 __all__ = ["COLUMNS", "FORMAT", "VERSION", "PriorArrays", "load_priors", "read_official_priors", "write_priors"]
 
@@ -33,7 +33,7 @@ def write_priors(
     pred_std: ArrayLike | None = None,
     meta: dict | None = None,
 ) -> Path:
-    """Write an ``optscale-priors`` file (see :func:`optscale_jax.priors.write_priors`).
+    """Write an ``optscale-priors`` file (see :func:`optscale_jax.io.priors.write_priors`).
 
     Args:
         path: output ``.json`` file.
@@ -53,7 +53,7 @@ def write_priors(
 
 
 def load_priors(path: str | os.PathLike, question_ids: Sequence[str] | None = None) -> PriorArrays:
-    """Read a priors file, aligned to ``question_ids`` (see :func:`optscale_jax.priors.read_priors`).
+    """Read a priors file, aligned to ``question_ids`` (see :func:`optscale_jax.io.priors.read_priors`).
 
     Args:
         path: an ``optscale-priors`` file (or the authors' list, matched by position).
@@ -63,7 +63,7 @@ def load_priors(path: str | os.PathLike, question_ids: Sequence[str] | None = No
         The four prior arrays, shape ``(len(question_ids),)``.
 
     Raises:
-        optscale_jax.priors.PriorsFileError: (a ``ValueError``) naming file, record and
+        optscale_jax.io.priors.PriorsFileError: (a ``ValueError``) naming file, record and
             field, including an id the file does not cover.
     """
     return read_priors(path, question_ids)
@@ -87,6 +87,6 @@ def read_official_priors(
         The prior arrays.
 
     Raises:
-        optscale_jax.priors.PriorsFileError: if the lengths differ or a value is not finite.
+        optscale_jax.io.priors.PriorsFileError: if the lengths differ or a value is not finite.
     """
     return read_priors(path, question_ids, width=width)

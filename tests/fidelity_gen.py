@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optscale_jax.pool import Pool, read_official
+from optscale_jax.io import read_official
+from optscale_jax.pool import Pool
 
 GOLD = "GOLD-1/2"  # the gold answer handed to the authors' functions (a sentinel)
 CORRECT_FORMS = {r"\frac{1}{2}", "0.5", "1/2", r"\dfrac{1}{2}", r"\frac12"}
@@ -107,7 +108,7 @@ def pool_from_records(recs: list[dict], tmp: Path) -> Pool:
     correct = np.zeros(pool.mask.shape, dtype=bool)
     for i, j in zip(*np.nonzero(pool.mask), strict=True):
         correct[i, j] = stub_correct(pool.answers[i, j])
-    return pool._replace(correct=correct)
+    return pool.replace(correct=correct)
 
 
 def authors_lists(recs: list[dict]) -> tuple[list, list, list, list]:
@@ -130,4 +131,4 @@ def with_stub_classes(pool: Pool) -> Pool:
                 continue
             key = "1/2" if stub_correct(a) else a.strip()
             ids[i, j] = seen.setdefault(key, len(seen))
-    return pool._replace(answer_ids=ids)
+    return pool.replace(answer_ids=ids)

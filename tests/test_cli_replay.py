@@ -11,7 +11,7 @@ from test_policies import score_pool
 from typer.testing import CliRunner
 
 from optscale_jax.commands.replay import register
-from optscale_jax.pool import write_parquet
+from optscale_jax.io import write_parquet
 
 runner = CliRunner()
 
@@ -38,7 +38,7 @@ SMALL_GRID = "s_min=0.9,0.95;quantile=0.05,0.1;n_max=8,12"
 @pytest.fixture()
 def pool_file(tmp_path):
     pool = score_pool(4, q=30, n=12, min_len=2)
-    pool.dataset = "toy"
+    pool = pool.replace(dataset="toy")
     return write_parquet(pool, tmp_path / "pool.parquet"), pool
 
 
@@ -131,7 +131,7 @@ def test_real_search_and_learn_pool_is_graded_and_replayed(tmp_path, shared_data
     assert data["synthetic"] is False and data["n_questions"] == 10
     bon = {x["N"]: x for x in data["records"] if x["method"] == "BoN"}
     # 4 tokens counts summed over the drawn prefix: Best-of-4 pays every sample of the pool
-    from optscale_jax.pool import read_pool
+    from optscale_jax.io import read_pool
 
     pool = read_pool(src)
     assert bon[4]["mean_tokens"] == pytest.approx(pool.tokens.sum() / 10)

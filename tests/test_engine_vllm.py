@@ -288,7 +288,7 @@ def test_live_run_and_cli_over_fake_vllm(fake_vllm, tmp_path):
     from typer.testing import CliRunner
 
     from optscale_jax.commands.run import register
-    from optscale_jax.pool import read_pool
+    from optscale_jax.io import read_pool
 
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps([{"problem": f"Compute {i}.", "answer": "1"} for i in range(4)]))

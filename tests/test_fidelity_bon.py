@@ -5,7 +5,7 @@ pool width; only two names in its namespace are replaced: ``verify_extracted_ans
 by a stub grader (math-verify is slow and not what is compared; the same stub grades
 our pool) and ``get_answer`` by a wrapper that records which completion it chose (then
 calls their own extraction). Our side reads the same records with
-:func:`optscale_jax.pool.read_official` and replays :class:`BestOfN` with
+:func:`optscale_jax.io.read_official` and replays :class:`BestOfN` with
 :func:`optscale_jax.replay.replay`. Compared for every question and N: the chosen
 completion, its correctness and the tokens charged.
 

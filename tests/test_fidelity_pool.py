@@ -20,7 +20,8 @@ from scipy.optimize import minimize
 
 from optscale_jax.fit import fit_mle
 from optscale_jax.grading import grade_pool
-from optscale_jax.pool import Pool, PoolFormatError, read_official
+from optscale_jax.io import PoolFormatError, read_official
+from optscale_jax.pool import Pool
 from optscale_jax.replay import Grid, prefix_best_of_n, sweep
 
 

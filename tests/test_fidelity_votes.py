@@ -7,7 +7,7 @@ defines its ``get_majority_answer`` inside ``main()``, so the identical top-leve
 in ``esc_and_asc.py`` stands in for it. Their evaluation loops only add grading
 (math-verify) and sums; the grading here is a stub applied to both sides
 (:func:`fidelity_gen.stub_correct`). Our side reads the same records with
-:func:`optscale_jax.pool.read_official` and replays :class:`SelfConsistency`,
+:func:`optscale_jax.io.read_official` and replays :class:`SelfConsistency`,
 :class:`ESC` and :class:`ASC` under the default (official) vote rule. Compared per
 question: the stopping point, the chosen answer string (``None`` included), its
 correctness and the tokens charged.

@@ -19,7 +19,8 @@ from optscale_jax.grading import (
     math_verify_equal,
     search_and_learn_agreement,
 )
-from optscale_jax.pool import Pool, read_pool
+from optscale_jax.io import read_pool
+from optscale_jax.pool import Pool
 
 SAL = "pools/search_and_learn_llama32_3b_math500_10x4.jsonl"
 
@@ -237,7 +238,7 @@ def test_grade_pool_reproduces_synthetic_labels():
     from optscale_jax.synthetic import synthetic_pool
 
     pool = synthetic_pool("aime24", n_samples=12, seed=4, n_questions=15)
-    blank = pool._replace(correct=np.zeros_like(pool.correct), answer_ids=np.full_like(pool.answer_ids, -1))
+    blank = pool.replace(correct=np.zeros_like(pool.correct), answer_ids=np.full_like(pool.answer_ids, -1))
     graded = grade_pool(blank, workers=0)
     np.testing.assert_array_equal(graded.correct, pool.correct)
     np.testing.assert_array_equal(graded.answer_ids, pool.answer_ids)

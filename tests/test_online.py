@@ -29,7 +29,7 @@ from optscale_jax.online import (
     run,
 )
 from optscale_jax.policies import ASC, DSC, ESC, BestOfN, OptScale, SelfConsistency, WeightedVote
-from optscale_jax.pool import read_parquet
+from optscale_jax.io import read_parquet
 from optscale_jax.replay import run_policy
 
 
@@ -363,7 +363,7 @@ def test_cli_run_transformers_then_replay(tmp_path):
     from typer.testing import CliRunner
 
     from optscale_jax.engines.transformers import make_tiny_models
-    from optscale_jax.pool import read_pool
+    from optscale_jax.io import read_pool
     from optscale_jax.replay import replay
 
     gen, prm = make_tiny_models(tmp_path / "models")

@@ -308,7 +308,7 @@ def test_old_format_version_is_refused(tmp_path, grader):
 
 
 def test_pool_carries_the_header(tmp_path, grader):
-    from optscale_jax.pool import read_parquet
+    from optscale_jax.io import read_parquet
 
     out = tmp_path / "run"
     run(QUESTIONS[:2], ToyEngine(), ToyPRM(), BestOfN(2), out=out, grader=grader, seed=7, aggregate="min")

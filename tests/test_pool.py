@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optscale_jax.pool import (
-    Pool,
+from optscale_jax.io import (
     PoolFormatError,
-    aggregate_step_scores,
     detect_format,
     read_official,
     read_parquet,
@@ -22,6 +21,8 @@ from optscale_jax.pool import (
     read_search_and_learn,
     write_parquet,
 )
+from optscale_jax.pool import Pool
+from optscale_jax.scores import aggregate_step_scores
 
 SAL = "pools/search_and_learn_llama32_3b_math500_10x4.jsonl"
 
@@ -103,17 +104,17 @@ def test_mask_must_be_prefix_contiguous():
 def test_shape_and_metadata_mismatches_rejected():
     ok = _pool()
     with pytest.raises(ValueError, match="Pool.tokens has shape"):
-        ok._replace(tokens=np.zeros((3, 2), int))
+        dataclasses.replace(ok, tokens=np.zeros((3, 2), int))
     with pytest.raises(ValueError, match="question_ids has 2 entries"):
-        ok._replace(question_ids=["a", "b"])
+        dataclasses.replace(ok, question_ids=["a", "b"])
     with pytest.raises(ValueError, match="duplicate id 'a' at rows 0 and 2"):
-        ok._replace(question_ids=["a", "b", "a"])
+        dataclasses.replace(ok, question_ids=["a", "b", "a"])
     with pytest.raises(ValueError, match="gold has 2 entries"):
-        ok._replace(gold=["1", "2"])
+        dataclasses.replace(ok, gold=["1", "2"])
     with pytest.raises(ValueError, match="step_scores: question 'qb' \\(row 1\\) has 1 samples"):
-        ok._replace(step_scores=[[[0.9], [0.1], [0.5]], [[0.3]], []])
+        dataclasses.replace(ok, step_scores=[[[0.9], [0.1], [0.5]], [[0.3]], []])
     with pytest.raises(ValueError, match="negative token count"):
-        ok._replace(tokens=np.array([[1, -2, 3], [0, 0, 0], [0, 0, 0]]))
+        dataclasses.replace(ok, tokens=np.array([[1, -2, 3], [0, 0, 0], [0, 0, 0]]))
     with pytest.raises(ValueError, match="from_arrays: tokens row 1 \\(question 'qb'\\) has 3 entries"):
         _pool(tokens=[[1, 2, 3], [1, 2, 3], []])
 
@@ -226,7 +227,7 @@ def test_parquet_round_trip_is_lossless(tmp_path):
         metadata={"source": "x", "nested": {"a": [1, 2.5]}},
     )
     # a padded width larger than the longest row must survive too
-    wide = pool._replace(
+    wide = pool.replace(
         scores=np.pad(pool.scores, ((0, 0), (0, 2))),
         mask=np.pad(pool.mask, ((0, 0), (0, 2))),
         tokens=np.pad(pool.tokens, ((0, 0), (0, 2))),
@@ -235,7 +236,7 @@ def test_parquet_round_trip_is_lossless(tmp_path):
         correct=np.pad(pool.correct, ((0, 0), (0, 2))),
         empty=np.pad(pool.empty, ((0, 0), (0, 2))),
     )
-    for p in (pool, wide, pool._replace(prompts=None, gold=None, step_scores=None)):
+    for p in (pool, wide, pool.replace(prompts=None, gold=None, step_scores=None)):
         path = write_parquet(p, tmp_path / "sub" / "pool.parquet")
         back = read_parquet(path)
         assert back.equals(p)

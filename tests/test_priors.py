@@ -1,4 +1,4 @@
-"""Priors files: one reader and writer (``optscale_jax.priors``) for the CLI and the predictor."""
+"""Priors files: one reader and writer (``optscale_jax.io.priors``) for the CLI and the predictor."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from optscale_jax.commands.replay import load_prior_file, register
 from optscale_jax.fit import fit_map
 from optscale_jax.model import GaussianPrior
-from optscale_jax.priors import (
+from optscale_jax.io.priors import (
     NonPositiveSigmaCentreWarning,
     PriorsFileError,
     load_prior,

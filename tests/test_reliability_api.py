@@ -20,14 +20,14 @@ from optscale_jax.nstar import (
     n_star_official,
     posterior_n_star,
 )
-from optscale_jax.pool import (
+from optscale_jax.io import (
     PARQUET_METADATA_KEY,
-    Pool,
     PoolFormatError,
     read_parquet,
     read_pool,
     write_parquet,
 )
+from optscale_jax.pool import Pool
 from optscale_jax.replay import Grid, GridClippedWarning, clip_grid, pool_width, sweep
 from optscale_jax.report import table1_rows
 
@@ -194,7 +194,7 @@ def test_parquet_metadata_fields_are_named(tmp_path, edit, field) -> None:
 
 def test_parquet_duplicate_question_ids(tmp_path) -> None:
     pool = _pool()
-    pool.question_ids = ["a", "a"]
+    pool = pool.replace(question_ids=["a", "a"])
     path = write_parquet(pool, tmp_path / "p.parquet")
     with pytest.raises(PoolFormatError, match="row 1.*duplicate id 'a'"):
         read_parquet(path)

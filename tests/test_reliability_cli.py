@@ -20,7 +20,8 @@ from test_policies import score_pool
 from typer.testing import CliRunner
 
 from optscale_jax.cli import _build, app
-from optscale_jax.pool import PARQUET_METADATA_KEY, Pool, write_parquet
+from optscale_jax.io import PARQUET_METADATA_KEY, write_parquet
+from optscale_jax.pool import Pool
 
 _build()
 runner = CliRunner()
@@ -54,7 +55,7 @@ def _set_parquet_meta(path: Path, edit) -> Path:
 
 def _small_pool() -> Pool:
     pool = Pool.from_arrays([[0.9, 0.8, 0.7], [0.6, 0.95]], answers=[["1", "2", "1"], ["3", "3"]])
-    pool.dataset = "toy"
+    pool = pool.replace(dataset="toy")
     return pool
 
 
@@ -231,7 +232,7 @@ def test_out_checked_before_the_pool_is_read(tmp_path) -> None:
 def test_grid_beyond_the_pool_width_is_clipped_with_one_warning(tmp_path) -> None:
     """A 4-wide pool never yields a row or record labelled N > 4 (the real-data bug)."""
     pool = score_pool(4, q=30, n=4, min_len=4)
-    pool.dataset = "four"
+    pool = pool.replace(dataset="four")
     path = write_parquet(pool, tmp_path / "four.parquet")
     out = tmp_path / "out"
     r = run("replay", path, "-p", "BoN,SC,ESC", "--grid", "s_min=0.9;quantile=0.1;n_max=4,8,64",

@@ -19,7 +19,8 @@ from test_reliability_cli import assert_one_line_error, run
 
 from optscale_jax.fit import GaussianPrior, fit_map, fit_mle
 from optscale_jax.nstar import n_star
-from optscale_jax.pool import Pool, write_parquet
+from optscale_jax.io import write_parquet
+from optscale_jax.pool import Pool
 
 
 def _sl(**kw) -> dict:
@@ -56,7 +57,7 @@ def _bytes(name: str, data: bytes):
 def _pool_parquet(tmp: Path) -> Path:
     pool = Pool.from_arrays([[0.9, 0.8, 0.7], [0.6, 0.95]], answers=[["1", "2", "1"], ["3", "3"]],
                             tokens=[[1, 2, 3], [4, 5]])
-    pool.dataset = "toy"
+    pool = pool.replace(dataset="toy")
     return write_parquet(pool, tmp / "p.parquet")
 
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from optscale_jax.pool import read_parquet, write_parquet
+from optscale_jax.io import read_parquet, write_parquet
 from optscale_jax.synthetic import (
     DATASETS,
     _first_appearance_ids,
@@ -116,7 +116,7 @@ def _brute_maj(pool, n):
 def test_curves_match_brute_force_loops():
     pool = synthetic_pool("aime25", 16, seed=5, n_questions=60, empty_rate=0.05)
     # quantise scores to create ties
-    pool = pool._replace(scores=np.round(pool.scores, 1))
+    pool = pool.replace(scores=np.round(pool.scores, 1))
     ns = [1, 2, 3, 5, 16]
     np.testing.assert_allclose(best_of_n_accuracy(pool, ns), [_brute_bon(pool, n) for n in ns])
     np.testing.assert_allclose(majority_accuracy(pool, ns), [_brute_maj(pool, n) for n in ns])

@@ -74,7 +74,7 @@ def parse_grid(spec: str) -> Any:
 def load_prior_file(path: Path, question_ids: list[str], std: float, positions: Any = None) -> Any:
     """Per-question MAP prior for OptScaleᵗ from a file, for the CLI.
 
-    Reads through :func:`optscale_jax.priors.read_priors` (the one reader): the authors'
+    Reads through :func:`optscale_jax.io.priors.read_priors` (the one reader): the authors'
     ``*_train_mu_sigma.json`` (a list of ``[mu, sigma]``, matched by position, centres
     used as stored) or an ``optscale-priors`` JSON (matched by question id). A warning
     (centres sigma <= 0) is printed as one line; a malformed file is one ``error:`` line
@@ -94,7 +94,7 @@ def load_prior_file(path: Path, question_ids: list[str], std: float, positions: 
     """
     import warnings
 
-    from optscale_jax.priors import load_prior
+    from optscale_jax.io.priors import load_prior
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -225,7 +225,7 @@ def replay_command(
         console.print(f"[bold yellow]No POOL given: using the built-in SYNTHETIC twin '{pool.label}' "
                       f"({pool.n_questions} x {pool.n_max}); numbers are not real model outputs.[/]")
     else:
-        from optscale_jax.pool import read_pool
+        from optscale_jax.io import read_pool
 
         for path, hint in ((prompts, "--prompts"), (prior, "--prior")):
             if path is not None and not path.is_file():

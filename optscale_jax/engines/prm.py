@@ -1,4 +1,7 @@
-"""Process-reward-model input format, step splitting and score aggregation.
+"""Process-reward-model input format and step splitting.
+
+Score aggregation is :func:`optscale_jax.scores.aggregate_step_scores` (re-exported
+here with :data:`AGGREGATIONS`), the rule the pool readers use too.
 
 The format is the one of the Qwen2.5-Math-PRM model card (Zhang et al. 2025,
 "The Lessons of Developing Process Reward Models in Mathematical Reasoning"):
@@ -19,8 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from optscale_jax.pool import AGGREGATIONS
-from optscale_jax.pool import aggregate_step_scores as _aggregate
+from optscale_jax.scores import AGGREGATIONS, aggregate_step_scores
 
 __all__ = [
     "AGGREGATIONS",
@@ -116,34 +118,3 @@ def step_probabilities(logits: np.ndarray) -> np.ndarray:
     e = np.exp(d[~pos])
     out[~pos] = e / (1.0 + e)
     return out
-
-
-def aggregate_step_scores(step_scores: Sequence[float], how: str = "mean") -> float:
-    """Aggregate per-step PRM scores into one score in [0, 1], after checking them.
-
-    The rule is :func:`optscale_jax.pool.aggregate_step_scores` (shared with the pool
-    readers); this wrapper rejects NaN and out-of-range scores from a backend.
-
-    Args:
-        step_scores: Probabilities of each step.
-        how: ``"mean"`` (the paper), ``"last"``, ``"min"`` or ``"product"``.
-
-    Returns:
-        The aggregate; 0.0 for a completion without steps (an empty completion
-        is never preferred).
-
-    Raises:
-        ValueError: For an unknown aggregation, or scores outside [0, 1] / NaN.
-
-    Examples:
-        >>> aggregate_step_scores([0.5, 1.0], "product")
-        0.5
-    """
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
-    s = np.asarray(list(step_scores), dtype=np.float64)
-    bad = ~((s >= 0.0) & (s <= 1.0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"step score {i} is {float(s[i])!r}, outside [0, 1]")
-    return _aggregate(s, how)  # the pool readers' rule, so live and read pools agree
