@@ -19,6 +19,7 @@ import pytest
 
 from optscale_jax.engines.base import Completion, EngineError, SampleRequest
 from optscale_jax.grading import Grader
+from optscale_jax.io import read_parquet
 from optscale_jax.online import (
     SAMPLES_FILE,
     MRThinking,
@@ -29,7 +30,6 @@ from optscale_jax.online import (
     run,
 )
 from optscale_jax.policies import ASC, DSC, ESC, BestOfN, OptScale, SelfConsistency, WeightedVote
-from optscale_jax.io import read_parquet
 from optscale_jax.replay import run_policy
 
 

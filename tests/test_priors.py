@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from optscale_jax.commands.replay import load_prior_file, register
 from optscale_jax.fit import fit_map
-from optscale_jax.model import GaussianPrior
 from optscale_jax.io.priors import (
     NonPositiveSigmaCentreWarning,
     PriorsFileError,
@@ -25,6 +24,7 @@ from optscale_jax.io.priors import (
     read_priors,
     write_priors,
 )
+from optscale_jax.model import GaussianPrior
 
 OFFICIAL = {"MATH500": 500, "GSM8K": 1319, "AIME24": 30, "AIME25": 30, "AMC23": 40}
 

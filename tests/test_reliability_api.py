@@ -12,6 +12,13 @@ import pytest
 from scipy import stats
 
 from optscale_jax.fit import FitStatus, fit_map, fit_mle, fit_prefixes
+from optscale_jax.io import (
+    PARQUET_METADATA_KEY,
+    PoolFormatError,
+    read_parquet,
+    read_pool,
+    write_parquet,
+)
 from optscale_jax.model import GaussianPrior
 from optscale_jax.nstar import (
     exceedance_probability,
@@ -19,13 +26,6 @@ from optscale_jax.nstar import (
     n_star_from_log_cdf,
     n_star_official,
     posterior_n_star,
-)
-from optscale_jax.io import (
-    PARQUET_METADATA_KEY,
-    PoolFormatError,
-    read_parquet,
-    read_pool,
-    write_parquet,
 )
 from optscale_jax.pool import Pool
 from optscale_jax.replay import Grid, GridClippedWarning, clip_grid, pool_width, sweep

@@ -18,8 +18,8 @@ import pytest
 from test_reliability_cli import assert_one_line_error, run
 
 from optscale_jax.fit import GaussianPrior, fit_map, fit_mle
-from optscale_jax.nstar import n_star
 from optscale_jax.io import write_parquet
+from optscale_jax.nstar import n_star
 from optscale_jax.pool import Pool
 
 
