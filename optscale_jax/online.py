@@ -13,6 +13,13 @@
 4. append every scored sample to ``samples.jsonl`` (flushed and fsynced) before
    the next wave.
 
+:func:`run` is these steps in order: open the journal (lock, header check, resume
+state: :func:`optscale_jax.journal.open_journal`), then per wave ``_plan_wave``
+(steps 1-2), ``_draw_and_score`` (step 3) and ``_record`` (step 4), then
+``_finish`` (grade, pool, summary). The journal's format, the run directory's
+lock and the resume checks live in :mod:`optscale_jax.journal`; their names are
+re-exported here.
+
 The run ends when no question wants more, or when an optional global token
 budget is spent. A run that crashed or was interrupted resumes from
 ``samples.jsonl``: finished samples are read back, never redrawn, and because
@@ -31,19 +38,13 @@ prompts.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
-import math
-import os
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -56,6 +57,25 @@ from optscale_jax.engines.base import (
     describe,
 )
 from optscale_jax.engines.prm import AGGREGATIONS, aggregate_step_scores
+from optscale_jax.journal import (
+    DEFAULT_PROMPT_TEMPLATE,
+    HEADER_FLAGS,
+    LOCK_FILE,
+    POOL_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    JournalState,
+    RunLockedError,
+    RunMismatchError,
+    SampleRecord,
+    SamplesFormatError,
+    append_samples,
+    check_run_dir,
+    lock_run_dir,
+    open_journal,
+    read_samples,
+    run_header,
+)
 from optscale_jax.policies.base import Observed, Policy
 
 __all__ = [
@@ -80,180 +100,6 @@ __all__ = [
     "run",
     "run_header",
 ]
-
-#: User prompt of every question (``{question}`` is replaced); the instruction of
-#: the DeepSeek-R1 model cards for maths.
-DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
-
-#: Append-only log of scored samples in a run directory.
-SAMPLES_FILE = "samples.jsonl"
-#: The graded pool written at the end of a run (read by ``optscale replay``).
-POOL_FILE = "pool.parquet"
-#: Run summary (accuracy, tokens, samples per question, savings).
-SUMMARY_FILE = "summary.json"
-#: Lock file of a run directory: held (``flock``) by the one process writing the run,
-#: it records that process's PID and host.
-LOCK_FILE = "run.lock"
-_FORMAT = "optscale-live-samples"
-_VERSION = 2
-
-#: The ``optscale run`` option that sets each header field (dotted path), named when a
-#: resume refuses because the field differs.
-HEADER_FLAGS: dict[str, str] = {
-    "engine.backend": "--engine",
-    "engine.model": "--model",
-    "engine.revision": "--model",
-    "engine.temperature": "--temperature",
-    "engine.top_p": "--top-p",
-    "engine.max_tokens": "--max-tokens",
-    "engine.dtype": "--dtype",
-    "prm.backend": "--engine",
-    "prm.model": "--prm",
-    "prm.revision": "--prm",
-    "prm.dtype": "--dtype",
-    "policy.name": "--policy",
-    "policy.n_max": "--n-max",
-    "policy.n": "--n-max",
-    "policy.rounds": "--n-max",
-    "policy.s_min": "--s-min",
-    "policy.alpha": "--quantile (alpha = 1 - quantile)",
-    "policy.mode": "--mode",
-    "policy.prior": "--prior / --prior-std",
-    "prior_file.sha256": "--prior",
-    "questions.dataset": "--dataset",
-    "questions.count": "--dataset / --limit",
-    "questions.sha256": "--dataset / --limit",
-    "aggregate": "--aggregate",
-    "seed": "--seed",
-    "batch": "--batch",
-}
-# Header fields that describe but do not decide the samples: never compared on resume.
-_INFO_FIELDS = frozenset({"kind", "created", "optscale_jax_version", "questions.ids"})
-
-
-class SamplesFormatError(ValueError):
-    """A ``samples.jsonl`` that cannot be resumed: the message names file, line, field, expected form."""
-
-
-class RunMismatchError(ValueError):
-    """A run directory holds a run made with different settings.
-
-    Attributes:
-        differences: ``(field, old value, new value)`` for each differing header field.
-    """
-
-    def __init__(self, message: str, differences: list[tuple[str, Any, Any]]):
-        super().__init__(message)
-        self.differences = differences
-
-
-class RunLockedError(ValueError):
-    """Another process (or thread) holds the run directory.
-
-    Attributes:
-        holder: The holder's PID as recorded in the lock file (None when unknown).
-    """
-
-    def __init__(self, message: str, holder: int | None):
-        super().__init__(message)
-        self.holder = holder
-
-
-_HELD: dict[str, list[Any]] = {}  # resolved dir -> [fd, depth, thread id]
-_HELD_GUARD = threading.Lock()
-
-
-def _lock_holder(fd: int) -> tuple[int | None, str]:
-    os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 256).decode("utf-8", "replace").split()
-    pid = int(text[0]) if text and text[0].isdigit() else None
-    return pid, (text[1] if len(text) > 1 else "")
-
-
-@contextlib.contextmanager
-def lock_run_dir(out: str | Path) -> Iterator[Path]:
-    """Hold the run directory exclusively (an ``flock`` on ``out/run.lock``).
-
-    The lock file records the holder's PID and host. The kernel releases an
-    ``flock`` when its process dies, even by SIGKILL, so a crashed run never
-    leaves a stale lock; the file stays and the next holder overwrites it.
-    Re-entrant within one thread (``run`` inside a ``lock_run_dir`` block is fine);
-    another thread of the same process is refused like another process.
-
-    Args:
-        out: The run directory (created if missing).
-
-    Yields:
-        The run directory.
-
-    Raises:
-        RunLockedError: At once when another process or thread holds it; the
-            message names the holder's PID.
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"run directory {out} cannot be created: {e.strerror or e}") from None
-    key = str(out.resolve())
-    me = threading.get_ident()
-    with _HELD_GUARD:
-        held = _HELD.get(key)
-        if held is not None:
-            if held[2] != me:
-                raise RunLockedError(
-                    f"{out} is in use by another thread of this process (PID {os.getpid()}); "
-                    "use another output directory", os.getpid())
-            held[1] += 1
-    if held is not None:
-        try:
-            yield out
-        finally:
-            with _HELD_GUARD:
-                held[1] -= 1
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no locking
-        yield out
-        return
-    lock = out / LOCK_FILE
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise ValueError(f"cannot open the lock file {lock}: {e.strerror or e}") from None
-    try:
-        for attempt in range(20):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                pid, host = _lock_holder(fd)
-                if pid is not None or attempt == 19:
-                    where = f" on host {host}" if host and host != socket.gethostname() else ""
-                    who = f"PID {pid}{where}" if pid is not None else "a process whose PID is not recorded"
-                    raise RunLockedError(
-                        f"{out} is in use by another optscale run ({who}; lock file {lock}); wait for "
-                        "it to finish or use another output directory", pid) from None
-                time.sleep(0.05)  # the holder is between taking the lock and writing its PID
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    with _HELD_GUARD:
-        _HELD[key] = [fd, 1, me]
-    try:
-        yield out
-    finally:
-        with _HELD_GUARD:
-            _HELD.pop(key, None)
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)  # releases the flock
-
 
 @dataclass(frozen=True)
 class Question:
@@ -288,19 +134,9 @@ def load_benchmark(
     Raises:
         FileNotFoundError: When the file cannot be found (the message says where it looked).
     """
-    from optscale_jax.pool import read_prompts, shared_data_dir
+    from optscale_jax.io import benchmark_path, read_prompts
 
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        base = Path(data_dir) if data_dir is not None else shared_data_dir()
-        if base is None:
-            raise FileNotFoundError(
-                f"benchmark {name_or_path!r}: no shared data directory; set OPTSCALE_DATA, pass "
-                "data_dir, or give a path to the JSON file"
-            )
-        path = base / "benchmarks" / f"{str(name_or_path).lower()}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    path = benchmark_path(name_or_path, data_dir=data_dir)
     ids, prompts, gold = read_prompts(path)
     if limit is not None:
         if limit < 1:
@@ -403,363 +239,53 @@ class RunResult:
     out: Path
 
 
-@dataclass
-class _Sample:
-    q: int
-    j: int
-    wave: int
-    seed: int | None
-    prompt: str
-    text: str
-    tokens: int
-    finish_reason: str | None
-    step_scores: list[float]
-    score: float
-    answer: str | None
+@dataclass(frozen=True)
+class _Settings:
+    """What stays fixed for the whole run."""
+
+    questions: list[Question]
+    policy: Policy
+    n_max: int
+    batch: int | None
+    token_budget: int | None
+    aggregate: str
+    seed: int
+    dataset: str
+    out: Path
+    base_prompts: list[str]  # the prompt template filled in, per question
+    engine_name: str  # for error messages
+    scorer_name: str
 
 
 @dataclass
-class _State:
-    samples: list[list[_Sample]] = field(default_factory=list)
+class _LiveState:
+    """Per-run state of the wave loop: what was drawn, and the counters of the summary."""
+
+    rows: list[list[SampleRecord]]  # drawn samples per question
+    classes: list[list[int]] = field(default_factory=list)  # answer class of each drawn sample
     waves: int = 0
+    engine_calls: int = 0
+    budget_hit: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Completion tokens spent so far."""
+        return int(sum(s.tokens for row in self.rows for s in row))
+
+    @property
+    def samples(self) -> int:
+        """Samples drawn so far."""
+        return int(sum(len(row) for row in self.rows))
 
 
-def _plain(x: Any) -> Any:
-    """A JSON-able form of a policy parameter (arrays and priors by content)."""
-    if x is None or isinstance(x, bool | int | str):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else repr(x)
-    if isinstance(x, np.generic):
-        return _plain(x.item())
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
-    if hasattr(x, "_asdict"):
-        return {"type": type(x).__name__, **_plain(x._asdict())}
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {"type": type(x).__name__,
-                **{f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    try:
-        a = np.asarray(x)
-    except Exception:  # noqa: BLE001 - anything else is described by its repr
-        return repr(x)
-    if a.dtype.kind in "biuf":
-        a = np.ascontiguousarray(a, dtype=np.float64)
-        return {"shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
-    if a.dtype != object:
-        return _plain(a.tolist())
-    # e.g. a numpyro distribution: its array attributes
-    attrs = {k: v for k, v in sorted(vars(x).items()) if not k.startswith("_")} if hasattr(x, "__dict__") else {}
-    return {"type": type(x).__name__, **_plain(attrs)} if attrs else repr(x)
+@dataclass(frozen=True)
+class _Wave:
+    """The requests of one wave: one per open question."""
 
-
-def _policy_info(policy: Any) -> dict[str, Any]:
-    """The policy's name and parameters; non-scalar parameters (priors, arrays) as a hash."""
-    if dataclasses.is_dataclass(policy):
-        params = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)}
-    else:
-        params = {k: v for k, v in vars(policy).items() if not k.startswith("_")}
-    info: dict[str, Any] = {"name": str(policy.name), "n_max": int(policy.n_max)}
-    for k, v in sorted(params.items()):
-        if k in info:
-            continue
-        p = _plain(v)
-        if not (p is None or isinstance(p, bool | int | float | str)):
-            p = "sha256:" + hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()
-        info[k] = p
-    return info
-
-
-def run_header(
-    questions: Sequence[Question],
-    policy: Any,
-    *,
-    engine: dict[str, Any],
-    prm: dict[str, Any],
-    aggregate: str = "mean",
-    seed: int = 0,
-    batch: int | None = None,
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-    dataset: str = "custom",
-    provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The header record of ``samples.jsonl``: everything that decides what a sample is.
-
-    Args:
-        questions: The questions of the run.
-        policy: The policy (its name and parameters are recorded; arrays such as an
-            OptScaleᵗ prior as a sha256 of their values).
-        engine: The generator's settings (``describe(engine)``: backend, model,
-            revision or absolute local path, temperature, top_p, max_tokens, ...).
-        prm: The PRM's settings (``describe(scorer)``).
-        aggregate, seed, batch, prompt_template, dataset: As for :func:`run`.
-        provenance: More fields that decide the run (the CLI records
-            ``{"prior_file": {"sha256": ...}}``); JSON values, never secrets.
-
-    Returns:
-        The header dict (JSON-able).
-    """
-    from optscale_jax import __version__
-
-    digest = hashlib.sha256(
-        json.dumps([[q.id, q.text] for q in questions], ensure_ascii=False).encode()
-    ).hexdigest()
-    header = {
-        "kind": "header",
-        "format": _FORMAT,
-        "version": _VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "optscale_jax_version": __version__,
-        "engine": dict(engine),
-        "prm": dict(prm),
-        "policy": _policy_info(policy),
-        "questions": {"dataset": dataset, "count": len(questions), "sha256": digest,
-                      "ids": [q.id for q in questions]},
-        "aggregate": aggregate,
-        "seed": int(seed),
-        "batch": batch,
-        "prompt_template": prompt_template,
-    }
-    for k, v in (provenance or {}).items():
-        if k in header:
-            raise ValueError(f"run_header: provenance key {k!r} clashes with a header field")
-        header[k] = v
-    return json.loads(json.dumps(header))  # exactly what a reader gets back
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-_MISSING = object()
-
-
-def _show(v: Any) -> str:
-    if v is _MISSING:
-        return "(absent)"
-    text = json.dumps(v, ensure_ascii=False)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _compare(path: Path, old: dict[str, Any], new: dict[str, Any], *, partial: bool) -> None:
-    if old.get("version") != _VERSION:
-        raise RunMismatchError(
-            f"{path} was written by samples format version {old.get('version')!r}, this is version "
-            f"{_VERSION}; resume it with the optscale-jax that wrote it, or pass --no-resume "
-            "(resume=False) to move it aside and start afresh",
-            [("version", old.get("version"), _VERSION)])
-    fo, fn = _flatten(old), _flatten(new)
-    keys = list(fn) if partial else list(dict.fromkeys([*fo, *fn]))
-    diffs = [(k, fo.get(k, _MISSING), fn.get(k, _MISSING)) for k in keys
-             if k not in _INFO_FIELDS and fo.get(k, _MISSING) != fn.get(k, _MISSING)]
-    if not diffs:
-        return
-    parts = [f"{k} was {_show(a)}, now {_show(b)} ({HEADER_FLAGS.get(k, 'no CLI option; a run() argument')})"
-             for k, a, b in diffs]
-    raise RunMismatchError(
-        f"{path} holds a run with other settings: {'; '.join(parts)}. Pass the same settings to "
-        "resume it, --no-resume (resume=False) to move it aside and start afresh, or another --out",
-        [(k, None if a is _MISSING else a, None if b is _MISSING else b) for k, a, b in diffs])
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_prob(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
-
-
-_SAMPLE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "q": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (question index)"),
-    "j": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (sample index)"),
-    "wave": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "seed": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "prompt": (lambda v: isinstance(v, str), "a string"),
-    "text": (lambda v: isinstance(v, str), "a string"),
-    "tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "finish_reason": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "step_scores": (lambda v: isinstance(v, list) and all(_is_prob(x) for x in v),
-                    "a list of finite numbers in [0, 1]"),
-    "score": (_is_prob, "a finite number in [0, 1]"),
-    "answer": (lambda v: v is None or isinstance(v, str), "a string or null"),
-}
-
-
-def _check_sample(path: Path, line: int, rec: Any) -> None:
-    if not isinstance(rec, dict) or rec.get("kind") != "sample":
-        kind = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
-        raise SamplesFormatError(f"{path}: line {line}: expected a sample record (kind 'sample'), got {kind!r}")
-    for name, (ok, form) in _SAMPLE_FIELDS.items():
-        if name not in rec:
-            raise SamplesFormatError(f"{path}: line {line}: field {name!r} is missing; expected {form}")
-        v = rec[name]
-        if not ok(v):
-            shown = repr(v) if isinstance(v, float) else _show(v)
-            raise SamplesFormatError(f"{path}: line {line}: field {name!r} is {shown}; expected {form}")
-
-
-def _scan(path: Path, *, repair: bool) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int]:
-    """(header, [(line, record)], length of the complete part); ``repair`` cuts the torn tail."""
-    raw = path.read_bytes()
-    # Records are whole lines written in one call; only text after the last newline
-    # can be a torn write. A complete line that is not JSON is corruption.
-    good_end = raw.rfind(b"\n") + 1
-    if not raw:
-        raise SamplesFormatError(f"{path}: empty file, expected an {_FORMAT!r} header on line 1")
-    if good_end == 0:
-        raise SamplesFormatError(
-            f"{path}: the header line is incomplete (a run crashed while creating the file); nothing "
-            "was changed; pass --no-resume (resume=False) to move it aside and start afresh")
-    records: list[tuple[int, Any]] = []
-    for k, line in enumerate(raw[:good_end].split(b"\n")[:-1]):
-        if not line.strip():
-            continue
-        try:
-            records.append((k + 1, json.loads(line)))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SamplesFormatError(f"{path}: line {k + 1} is not valid JSON") from None
-    if not records or not isinstance(records[0][1], dict) or records[0][1].get("kind") != "header" \
-            or records[0][1].get("format") != _FORMAT:
-        raise SamplesFormatError(f"{path}: not a live-run samples file (no {_FORMAT!r} header on line 1)")
-    header, samples = records[0][1], records[1:]
-    seen: set[tuple[int, int]] = set()
-    for line, rec in samples:
-        _check_sample(path, line, rec)
-        key = (rec["q"], rec["j"])
-        if key in seen:
-            raise SamplesFormatError(f"{path}: line {line}: sample {rec['j']} of question {rec['q']} written twice")
-        seen.add(key)
-    if repair and good_end < len(raw):  # only after every complete record checked out
-        _truncate(path, good_end)
-    return header, samples, good_end
-
-
-def _truncate(path: Path, size: int) -> None:
-    if path.stat().st_size > size:
-        with open(path, "r+b") as fh:
-            fh.truncate(size)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def read_samples(path: str | Path, *, repair: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a live run's ``samples.jsonl``.
-
-    A crash can leave a partly written last line; it is dropped (and cut from the
-    file when ``repair`` is True, never more than that tail). Every complete
-    record is checked (fields, types, finite scores in [0, 1]); a torn or missing
-    header is an error and the file is left as it is.
-
-    Args:
-        path: The file.
-        repair: Truncate the file after its last complete record.
-
-    Returns:
-        (header, sample records in file order).
-
-    Raises:
-        SamplesFormatError: (a ``ValueError``) naming the file, line, field and the
-            expected form of the first bad record, a missing or torn header, or a
-            sample written twice.
-    """
-    header, samples, _ = _scan(Path(path), repair=repair)
-    return header, [rec for _, rec in samples]
-
-
-def _load_state(path: Path, header: dict[str, Any], n_questions: int) -> tuple[_State, dict[str, Any]]:
-    old, records, complete = _scan(path, repair=False)
-    _compare(path, old, header, partial=False)
-    state = _State(samples=[[] for _ in range(n_questions)])
-    for line, rec in sorted(records, key=lambda r: (r[1]["q"], r[1]["j"])):
-        q, j = rec["q"], rec["j"]
-        if q >= n_questions or j != len(state.samples[q]):
-            raise SamplesFormatError(
-                f"{path}: line {line}: sample {j} of question {q} does not continue its row "
-                f"(expected question < {n_questions} and sample {len(state.samples[q]) if q < n_questions else 0})")
-        state.samples[q].append(
-            _Sample(q, j, rec["wave"], rec["seed"], rec["prompt"], rec["text"], rec["tokens"],
-                    rec["finish_reason"], [float(x) for x in rec["step_scores"]], float(rec["score"]),
-                    rec["answer"])
-        )
-        state.waves = max(state.waves, rec["wave"] + 1)
-    _truncate(path, complete)  # everything checked out: now cut a torn tail, if any
-    return state, old
-
-
-def check_run_dir(out: str | Path, header: dict[str, Any], *, resume: bool = True) -> int:
-    """Check, before loading any model, that ``out`` can be resumed with these settings.
-
-    Reads and validates ``out/samples.jsonl`` (if any) and compares its header with
-    ``header`` on the fields ``header`` has (a partial header, e.g. the engine
-    settings known from command-line options, is fine). Changes nothing on disk.
-
-    Args:
-        out: The run directory.
-        header: A (partial) :func:`run_header`.
-        resume: False: no comparison (the run will move the old log aside).
-
-    Returns:
-        The number of samples on disk (0 when there is no run).
-
-    Raises:
-        SamplesFormatError: For a bad log (file, line, field, expected form).
-        RunMismatchError: Naming each differing field, old and new values and its option.
-    """
-    path = Path(out) / SAMPLES_FILE
-    if not path.exists() or path.stat().st_size == 0 or not resume:
-        return 0
-    old, records, _ = _scan(path, repair=False)
-    _compare(path, old, header, partial=True)
-    return len(records)
-
-
-def _move_aside(out: Path) -> Path:
-    k = 1
-    while (out / f"previous-{k}").exists():
-        k += 1
-    dest = out / f"previous-{k}"
-    dest.mkdir()
-    for name in (SAMPLES_FILE, POOL_FILE, SUMMARY_FILE):
-        if (out / name).exists():
-            os.replace(out / name, dest / name)
-    return dest
-
-
-def _append(fh: Any, samples: Sequence[_Sample]) -> None:
-    lines = []
-    for s in samples:
-        rec = {"kind": "sample", **s.__dict__}
-        lines.append(json.dumps(rec, ensure_ascii=False))
-    fh.write("\n".join(lines) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-def _observed(state: _State, n_max: int, classes: list[list[int]]) -> Observed:
-    q = len(state.samples)
-    scores = np.zeros((q, n_max))
-    mask = np.zeros((q, n_max), dtype=bool)
-    answer_ids = np.full((q, n_max), -1, dtype=np.int32)
-    tokens = np.zeros((q, n_max), dtype=np.int64)
-    selectable = np.zeros((q, n_max), dtype=bool)
-    for i, row in enumerate(state.samples):
-        n = len(row)
-        mask[i, :n] = True
-        scores[i, :n] = [s.score for s in row]
-        tokens[i, :n] = [s.tokens for s in row]
-        answer_ids[i, :n] = classes[i][:n]
-        selectable[i, :n] = [bool(s.text.strip()) for s in row]
-    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens, selectable=selectable)
+    questions: np.ndarray  # indices of the open questions
+    first: np.ndarray  # index of each one's first new sample
+    prompts: list[str]
+    requests: list[SampleRequest]
 
 
 def run(
@@ -822,7 +348,48 @@ def run(
         SamplesFormatError: When ``out/samples.jsonl`` is malformed (file, line, field).
         ValueError: On bad arguments.
     """
+    from optscale_jax.grading import Grader
+
     questions = list(questions)
+    _check_arguments(questions, policy, aggregate=aggregate, batch=batch, token_budget=token_budget,
+                     prompt_template=prompt_template)
+    out = Path(out)
+    header = run_header(
+        questions, policy, engine=describe(engine), prm=describe(scorer), aggregate=aggregate,
+        seed=seed, batch=batch, prompt_template=prompt_template, dataset=dataset, provenance=provenance,
+    )
+    cfg = _Settings(
+        questions=questions, policy=policy, n_max=int(policy.n_max), batch=batch,
+        token_budget=token_budget, aggregate=aggregate, seed=seed, dataset=dataset, out=out,
+        base_prompts=[prompt_template.replace("{question}", q.text) for q in questions],
+        engine_name=header["engine"].get("backend", "engine"),
+        scorer_name=header["prm"].get("backend", "prm"),
+    )
+    with lock_run_dir(out):
+        journal = open_journal(out, header, len(questions), resume=resume)
+        state = _LiveState(rows=journal.rows, waves=journal.waves)
+        own_grader = grader is None
+        g = Grader() if own_grader else grader
+        report = _Progress(progress, total=len(questions) * cfg.n_max, initial=journal.resumed,
+                           desc=f"live {policy.name}")
+        t0 = time.perf_counter()
+        try:
+            state.classes = [_answer_classes(row, g) for row in state.rows]
+            with open(journal.path, "a", encoding="utf-8") as fh:
+                while (wave := _plan_wave(cfg, state)) is not None:
+                    new = _draw_and_score(cfg, wave, engine, scorer, wave_index=state.waves)
+                    _record(fh, state, wave, new, g)
+                    report.wave_done(state, open_questions=wave.questions.size, new=len(new))
+            return _finish(cfg, state, journal, g, grade=grade, started=t0)
+        finally:
+            report.close()
+            if own_grader:
+                g.close()
+
+
+def _check_arguments(questions: list[Question], policy: Policy, *, aggregate: str, batch: int | None,
+                     token_budget: int | None, prompt_template: str) -> None:
+    """Refuse bad arguments before anything touches the run directory."""
     if not questions:
         raise ValueError("run: no questions")
     ids = [q.id for q in questions]
@@ -841,183 +408,194 @@ def run(
     if n_max < 1:
         raise ValueError(f"run: policy {policy.name!r} has n_max {n_max}")
 
-    out = Path(out)
-    header = run_header(
-        questions, policy, engine=describe(engine), prm=describe(scorer), aggregate=aggregate,
-        seed=seed, batch=batch, prompt_template=prompt_template, dataset=dataset, provenance=provenance,
-    )
-    with lock_run_dir(out):
-        return _run_locked(questions, engine, scorer, policy, out, header, batch=batch,
-                           token_budget=token_budget, aggregate=aggregate, seed=seed, dataset=dataset,
-                           resume=resume, grader=grader, grade=grade, progress=progress,
-                           prompt_template=prompt_template)
+
+def _answer_classes(row: list[SampleRecord], grader: Any) -> list[int]:
+    """Equivalence class of each drawn answer of one question."""
+    from optscale_jax.grading import equivalence_classes
+
+    return equivalence_classes([s.answer for s in row], grader).tolist()
 
 
-def _run_locked(questions, engine, scorer, policy, out, header, *, batch, token_budget, aggregate, seed,
-                dataset, resume, grader, grade, progress, prompt_template) -> RunResult:
-    from optscale_jax.grading import Grader, equivalence_classes, extract_answer
+def _observed(state: _LiveState, n_max: int) -> Observed:
+    """What the policy sees: everything drawn so far, padded to ``n_max`` per question."""
+    q = len(state.rows)
+    scores = np.zeros((q, n_max))
+    mask = np.zeros((q, n_max), dtype=bool)
+    answer_ids = np.full((q, n_max), -1, dtype=np.int32)
+    tokens = np.zeros((q, n_max), dtype=np.int64)
+    selectable = np.zeros((q, n_max), dtype=bool)
+    for i, row in enumerate(state.rows):
+        n = len(row)
+        mask[i, :n] = True
+        scores[i, :n] = [s.score for s in row]
+        tokens[i, :n] = [s.tokens for s in row]
+        answer_ids[i, :n] = state.classes[i][:n]
+        selectable[i, :n] = [bool(s.text.strip()) for s in row]
+    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens, selectable=selectable)
 
-    n_max = int(policy.n_max)
-    path = out / SAMPLES_FILE
-    engine_name = header["engine"].get("backend", "engine")
-    scorer_name = header["prm"].get("backend", "prm")
-    q_n = len(questions)
-    moved = None
-    if path.exists() and path.stat().st_size > 0 and not resume:
-        moved = _move_aside(out)
-    if path.exists() and path.stat().st_size > 0:
-        state, header = _load_state(path, header, q_n)  # the pool carries the header on disk
-    else:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(header, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        state = _State(samples=[[] for _ in range(q_n)])
-    resumed = sum(len(r) for r in state.samples)
 
-    own_grader = grader is None
-    g = Grader() if own_grader else grader
-    base_prompts = [prompt_template.replace("{question}", q.text) for q in questions]
-    make_prompt = getattr(policy, "prompt", None)
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
+def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
+    """Ask the policy what each question wants; None when no question wants more or the budget is spent.
 
-        bar = tqdm(total=q_n * n_max, initial=resumed, unit="sample", desc=f"live {policy.name}")
-    callback = progress if callable(progress) else None
-    t0 = time.perf_counter()
-    engine_calls = 0
-    budget_hit = False
+    Each open question gets one request for what it wants beyond what it has (at
+    most ``batch``, never beyond ``n_max``), seeded by (run seed, question, first
+    new sample index), and prompted by the policy's ``prompt`` method if it has one.
+    """
+    obs = _observed(state, cfg.n_max)
+    want = np.asarray(cfg.policy.want(obs)).astype(np.int64)
+    if want.shape != (len(cfg.questions),):
+        raise ValueError(f"policy {cfg.policy.name!r}: want() returned shape {want.shape}, "
+                         f"expected ({len(cfg.questions)},)")
+    drawn = obs.n_drawn
+    more = np.maximum(np.clip(want, 0, cfg.n_max) - drawn, 0)
+    if cfg.batch is not None:
+        more = np.minimum(more, cfg.batch)
+    open_q = np.flatnonzero(more > 0)
+    if open_q.size == 0:
+        return None
+    if cfg.token_budget is not None and state.tokens >= cfg.token_budget:
+        state.budget_hit = True
+        return None
+    make_prompt = getattr(cfg.policy, "prompt", None)
+    prompts = [make_prompt(cfg.base_prompts[i], [s.text for s in state.rows[i]]) if make_prompt
+               else cfg.base_prompts[i] for i in open_q]
+    requests = [SampleRequest(p, int(more[i]), request_seed(cfg.seed, int(i), int(drawn[i])))
+                for i, p in zip(open_q, prompts, strict=True)]
+    return _Wave(questions=open_q, first=drawn[open_q], prompts=prompts, requests=requests)
 
-    def classes_of(i: int) -> list[int]:
-        return equivalence_classes([s.answer for s in state.samples[i]], g).tolist()
 
-    try:
-        classes = [classes_of(i) for i in range(q_n)]
-        with open(path, "a", encoding="utf-8") as fh:
-            while True:
-                obs = _observed(state, n_max, classes)
-                want = np.asarray(policy.want(obs)).astype(np.int64)
-                if want.shape != (q_n,):
-                    raise ValueError(f"policy {policy.name!r}: want() returned shape {want.shape}, expected ({q_n},)")
-                drawn = obs.n_drawn
-                target = np.clip(want, 0, n_max)
-                more = np.maximum(target - drawn, 0)
-                if batch is not None:
-                    more = np.minimum(more, batch)
-                open_q = np.flatnonzero(more > 0)
-                if open_q.size == 0:
-                    break
-                spent = int(sum(s.tokens for row in state.samples for s in row))
-                if token_budget is not None and spent >= token_budget:
-                    budget_hit = True
-                    break
-                requests, prompts = [], []
-                for i in open_q:
-                    j0 = int(drawn[i])
-                    prev = [s.text for s in state.samples[i]]
-                    prompt = make_prompt(base_prompts[i], prev) if make_prompt else base_prompts[i]
-                    prompts.append(prompt)
-                    requests.append(SampleRequest(prompt, int(more[i]), request_seed(seed, int(i), j0)))
-                completions = engine.sample(requests)
-                engine_calls += 1
-                if len(completions) != len(requests) or any(
-                    len(c) != r.n for c, r in zip(completions, requests, strict=False)
-                ):
-                    raise EngineError(f"engine {engine_name!r} returned the wrong number of completions")
-                flat: list[tuple[int, int, SampleRequest, str, Completion]] = []
-                for i, r, prompt, comps in zip(open_q, requests, prompts, completions, strict=True):
-                    for k, c in enumerate(comps):
-                        flat.append((int(i), int(drawn[i]) + k, r, prompt, c))
-                steps = scorer.score([questions[i].text for i, *_ in flat], [c.text for *_, c in flat])
-                if len(steps) != len(flat):
-                    raise EngineError(f"scorer returned {len(steps)} results for {len(flat)} completions")
-                new = []
-                for (i, j, r, prompt, c), st in zip(flat, steps, strict=True):
-                    empty = not c.text.strip()
-                    try:
-                        score = aggregate_step_scores(st, aggregate)  # kept for empties too
-                    except (TypeError, ValueError) as e:
-                        raise EngineError(
-                            f"scorer {scorer_name!r} gave invalid step scores for sample {j} of "
-                            f"question {questions[i].id!r}: {e}"
-                        ) from e
-                    new.append(_Sample(i, j, state.waves, r.seed, prompt, c.text, int(c.tokens),
-                                       c.finish_reason, [float(x) for x in st], score,
-                                       None if empty else extract_answer(c.text)))
-                _append(fh, new)  # durable before anything else happens
-                for s in new:
-                    state.samples[s.q].append(s)
-                for i in open_q:
-                    classes[i] = classes_of(int(i))
-                state.waves += 1
-                if bar is not None:
-                    bar.update(len(new))
-                    bar.set_postfix(open=int(open_q.size), tokens=spent + sum(s.tokens for s in new))
-                if callback is not None:
-                    callback({"wave": state.waves, "open": int(open_q.size), "new": len(new),
-                              "samples": int(sum(len(r) for r in state.samples))})
-        obs = _observed(state, n_max, classes)
-        chosen = np.asarray(policy.select(obs)).astype(np.int64)
-        chosen = np.where(obs.n_drawn > 0, chosen, -1)
-        pool = _build_pool(questions, state, classes, dataset, aggregate, header)
-        if grade and all(q.gold is not None for q in questions):
-            from optscale_jax.grading import grade_pool
+def _draw_and_score(cfg: _Settings, wave: _Wave, engine: Engine, scorer: Scorer, *,
+                    wave_index: int) -> list[SampleRecord]:
+    """One engine call for the wave, one PRM call for its completions; aggregated and with answers."""
+    from optscale_jax.grading import extract_answer
 
-            pool = grade_pool(pool, grader=g)
-        elapsed = time.perf_counter() - t0
-    finally:
-        if bar is not None:
-            bar.total = bar.n  # adaptive runs stop short of Q * n_max
-            bar.refresh()
-            bar.close()
-        if own_grader:
-            g.close()
+    completions = engine.sample(wave.requests)
+    if len(completions) != len(wave.requests) or any(
+        len(c) != r.n for c, r in zip(completions, wave.requests, strict=False)
+    ):
+        raise EngineError(f"engine {cfg.engine_name!r} returned the wrong number of completions")
+    flat: list[tuple[int, int, SampleRequest, str, Completion]] = [
+        (int(i), int(j0) + k, r, prompt, c)
+        for i, j0, r, prompt, comps in zip(wave.questions, wave.first, wave.requests, wave.prompts,
+                                            completions, strict=True)
+        for k, c in enumerate(comps)
+    ]
+    steps = scorer.score([cfg.questions[i].text for i, *_ in flat], [c.text for *_, c in flat])
+    if len(steps) != len(flat):
+        raise EngineError(f"scorer returned {len(steps)} results for {len(flat)} completions")
+    new = []
+    for (i, j, r, prompt, c), st in zip(flat, steps, strict=True):
+        try:
+            score = aggregate_step_scores(st, cfg.aggregate)  # kept for empties too
+        except (TypeError, ValueError) as e:
+            raise EngineError(
+                f"scorer {cfg.scorer_name!r} gave invalid step scores for sample {j} of "
+                f"question {cfg.questions[i].id!r}: {e}"
+            ) from e
+        answer = None if not c.text.strip() else extract_answer(c.text)
+        new.append(SampleRecord(i, j, wave_index, r.seed, prompt, c.text, int(c.tokens), c.finish_reason,
+                                [float(x) for x in st], score, answer))
+    return new
 
-    summary = _summary(pool, state, chosen, policy, n_max, graded=grade and pool.gold is not None)
+
+def _record(fh: IO[str], state: _LiveState, wave: _Wave, new: list[SampleRecord], grader: Any) -> None:
+    """Append the wave to the journal (durable before anything else happens), then to the state."""
+    append_samples(fh, new)
+    for s in new:
+        state.rows[s.q].append(s)
+    for i in wave.questions:
+        state.classes[i] = _answer_classes(state.rows[i], grader)
+    state.engine_calls += 1
+    state.waves += 1
+
+
+class _Progress:
+    """A tqdm bar (``progress=True``) or a callback receiving a dict after each wave."""
+
+    def __init__(self, progress: bool | Callable[[dict[str, Any]], None], *, total: int, initial: int,
+                 desc: str):
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="sample", desc=desc)
+        self.callback = progress if callable(progress) else None
+
+    def wave_done(self, state: _LiveState, *, open_questions: int, new: int) -> None:
+        if self.bar is not None:
+            self.bar.update(new)
+            self.bar.set_postfix(open=int(open_questions), tokens=state.tokens)
+        if self.callback is not None:
+            self.callback({"wave": state.waves, "open": int(open_questions), "new": new,
+                           "samples": state.samples})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.total = self.bar.n  # adaptive runs stop short of Q * n_max
+            self.bar.refresh()
+            self.bar.close()
+
+
+def _finish(cfg: _Settings, state: _LiveState, journal: JournalState, grader: Any, *, grade: bool,
+            started: float) -> RunResult:
+    """The policy's choice per question, the graded pool and the summary, written to the run directory."""
+    obs = _observed(state, cfg.n_max)
+    chosen = np.asarray(cfg.policy.select(obs)).astype(np.int64)
+    chosen = np.where(obs.n_drawn > 0, chosen, -1)
+    pool = _build_pool(cfg, state, journal.header)
+    if grade and all(q.gold is not None for q in cfg.questions):
+        from optscale_jax.grading import grade_pool
+
+        pool = grade_pool(pool, grader=grader)
+    elapsed = time.perf_counter() - started
+    summary = _summary(pool, state, chosen, cfg, graded=grade and pool.gold is not None)
     summary.update(
-        {"engine_calls": engine_calls, "waves": state.waves, "resumed_samples": resumed,
-         "budget_exhausted": budget_hit, "token_budget": token_budget, "seconds": elapsed,
-         "moved_aside": None if moved is None else str(moved)}
+        {"engine_calls": state.engine_calls, "waves": state.waves, "resumed_samples": journal.resumed,
+         "budget_exhausted": state.budget_hit, "token_budget": cfg.token_budget, "seconds": elapsed,
+         "moved_aside": None if journal.moved_aside is None else str(journal.moved_aside)}
     )
     pool.metadata["live_run"] = summary
-    from optscale_jax.pool import write_parquet
+    from optscale_jax.io import write_parquet
 
-    write_parquet(pool, out / POOL_FILE)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return RunResult(pool=pool, summary=summary, chosen=chosen, out=out)
+    write_parquet(pool, cfg.out / POOL_FILE)
+    (cfg.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return RunResult(pool=pool, summary=summary, chosen=chosen, out=cfg.out)
 
 
-def _build_pool(questions, state, classes, dataset, aggregate, header):
+def _build_pool(cfg: _Settings, state: _LiveState, header: dict[str, Any]) -> Any:
+    """The pool of everything drawn; ``header`` is the journal's (the run's settings on disk)."""
     from optscale_jax.pool import Pool
 
-    rows = state.samples
+    rows, questions = state.rows, cfg.questions
     return Pool.from_arrays(
         [[s.score for s in r] for r in rows],
         tokens=[[s.tokens for s in r] for r in rows],
         answers=[[s.answer for s in r] for r in rows],
-        answer_ids=[classes[i][: len(r)] for i, r in enumerate(rows)],
+        answer_ids=[state.classes[i][: len(r)] for i, r in enumerate(rows)],
         empty=[[not s.text.strip() for s in r] for r in rows],
         question_ids=[q.id for q in questions],
-        dataset=dataset,
+        dataset=cfg.dataset,
         prompts=[q.text for q in questions],
         gold=None if any(q.gold is None for q in questions) else [q.gold for q in questions],
         step_scores=[[s.step_scores for s in r] for r in rows],
-        metadata={"source": "live run", "aggregate": aggregate, "policy": header["policy"]["name"],
+        metadata={"source": "live run", "aggregate": cfg.aggregate, "policy": header["policy"]["name"],
                   "engine": header["engine"], "prm": header["prm"], "seed": header["seed"],
                   "live_header": header},
     )
 
 
-def _summary(pool, state, chosen, policy, n_max, *, graded: bool) -> dict[str, Any]:
-    n = np.array([len(r) for r in state.samples], dtype=np.int64)
-    tok = np.array([sum(s.tokens for s in r) for r in state.samples], dtype=np.float64)
+def _summary(pool: Any, state: _LiveState, chosen: np.ndarray, cfg: _Settings, *,
+             graded: bool) -> dict[str, Any]:
+    """Accuracy, tokens, samples per question and the tokens saved against Best-of-``n_max``."""
+    n_max = cfg.n_max
+    n = np.array([len(r) for r in state.rows], dtype=np.int64)
+    tok = np.array([sum(s.tokens for s in r) for r in state.rows], dtype=np.float64)
     # Best-of-n_max on the same run: n_max samples per question at the mean length this
     # question's samples had here (exact where the run drew n_max).
     per_sample = np.divide(tok, n, out=np.zeros_like(tok), where=n > 0)
     bon_tokens = per_sample * n_max
     out: dict[str, Any] = {
-        "policy": policy.name,
+        "policy": cfg.policy.name,
         "n_max": n_max,
         "questions": int(len(n)),
         "samples": int(n.sum()),

@@ -238,7 +238,8 @@ def run_command(
 
     from optscale_jax.engines.base import EngineError, check_model_ref
     from optscale_jax.engines.prm import AGGREGATIONS
-    from optscale_jax.online import check_run_dir, load_benchmark, lock_run_dir, run, run_header
+    from optscale_jax.journal import check_run_dir, lock_run_dir, run_header
+    from optscale_jax.online import load_benchmark, run
 
     console = Console()
     if engine not in ENGINES:
