@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from optscale_jax.engines.base import EngineError, ModelNotFoundError, check_model_ref
 from optscale_jax.engines.openai import HTTPClient, OpenAIEngine, OpenAIPRM
 from optscale_jax.grading import Grader
-from optscale_jax.online import (
+from optscale_jax.journal import (
     HEADER_FLAGS,
     LOCK_FILE,
     SAMPLES_FILE,
@@ -35,8 +35,8 @@ from optscale_jax.online import (
     SamplesFormatError,
     lock_run_dir,
     read_samples,
-    run,
 )
+from optscale_jax.online import run
 from optscale_jax.policies import BestOfN
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens: the engine fails at its first request
@@ -78,7 +78,7 @@ def _bench(path: Path, n: int = 3, offset: int = 0) -> Path:
 _HOLD = textwrap.dedent(
     """
     import sys, time
-    from optscale_jax.online import lock_run_dir
+    from optscale_jax.journal import lock_run_dir
     with lock_run_dir(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
