@@ -63,7 +63,9 @@ __all__ = [
 
 #: User prompt of every question (``{question}`` is replaced); the instruction of
 #: the DeepSeek-R1 model cards for maths. Recorded in the header of every run.
-DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+DEFAULT_PROMPT_TEMPLATE = (
+    "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+)
 
 #: Append-only log of scored samples in a run directory.
 SAMPLES_FILE = "samples.jsonl"
@@ -115,7 +117,10 @@ INFO_FIELDS = frozenset({"kind", "created", "optscale_jax_version", "questions.i
 
 
 class SamplesFormatError(ValueError):
-    """A ``samples.jsonl`` that cannot be resumed: the message names file, line, field, expected form."""
+    """A ``samples.jsonl`` that cannot be resumed.
+
+    The message names the file, line, field and expected form.
+    """
 
 
 class RunMismatchError(ValueError):
@@ -217,10 +222,11 @@ def lock_run_dir(out: str | Path) -> Iterator[Path]:
                 pid, host = _lock_holder(fd)
                 if pid is not None or attempt == 19:
                     where = f" on host {host}" if host and host != socket.gethostname() else ""
-                    who = f"PID {pid}{where}" if pid is not None else "a process whose PID is not recorded"
+                    who = (f"PID {pid}{where}" if pid is not None
+                           else "a process whose PID is not recorded")
                     raise RunLockedError(
-                        f"{out} is in use by another optscale run ({who}; lock file {lock}); wait for "
-                        "it to finish or use another output directory", pid) from None
+                        f"{out} is in use by another optscale run ({who}; lock file {lock}); "
+                        "wait for it to finish or use another output directory", pid) from None
                 time.sleep(0.05)  # the holder is between taking the lock and writing its PID
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -271,7 +277,8 @@ def _plain(x: Any) -> Any:
     if a.dtype != object:
         return _plain(a.tolist())
     # e.g. a numpyro distribution: its array attributes
-    attrs = {k: v for k, v in sorted(vars(x).items()) if not k.startswith("_")} if hasattr(x, "__dict__") else {}
+    attrs = ({k: v for k, v in sorted(vars(x).items()) if not k.startswith("_")}
+             if hasattr(x, "__dict__") else {})
     return {"type": type(x).__name__, **_plain(attrs)} if attrs else repr(x)
 
 
@@ -398,7 +405,8 @@ def compare_headers(path: Path, old: dict[str, Any], new: dict[str, Any], *, par
              if k not in INFO_FIELDS and fo.get(k, _MISSING) != fn.get(k, _MISSING)]
     if not diffs:
         return
-    parts = [f"{k} was {_show(a)}, now {_show(b)} ({HEADER_FLAGS.get(k, 'no CLI option; a run() argument')})"
+    parts = [f"{k} was {_show(a)}, now {_show(b)} "
+             f"({HEADER_FLAGS.get(k, 'no CLI option; a run() argument')})"
              for k, a, b in diffs]
     raise RunMismatchError(
         f"{path} holds a run with other settings: {'; '.join(parts)}. Pass the same settings to "
@@ -445,7 +453,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_prob(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and 0.0 <= v <= 1.0)
 
 
 _SAMPLE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -467,20 +476,24 @@ _SAMPLE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 def _check_sample(path: Path, line: int, rec: Any) -> None:
     if not isinstance(rec, dict) or rec.get("kind") != "sample":
         kind = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
-        raise SamplesFormatError(f"{path}: line {line}: expected a sample record (kind 'sample'), got {kind!r}")
+        raise SamplesFormatError(
+            f"{path}: line {line}: expected a sample record (kind 'sample'), got {kind!r}")
     for name, (ok, form) in _SAMPLE_FIELDS.items():
         if name not in rec:
-            raise SamplesFormatError(f"{path}: line {line}: field {name!r} is missing; expected {form}")
+            raise SamplesFormatError(
+                f"{path}: line {line}: field {name!r} is missing; expected {form}")
         v = rec[name]
         if not ok(v):
             shown = repr(v) if isinstance(v, float) else _show(v)
-            raise SamplesFormatError(f"{path}: line {line}: field {name!r} is {shown}; expected {form}")
+            raise SamplesFormatError(
+                f"{path}: line {line}: field {name!r} is {shown}; expected {form}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading, repairing, appending
 
-def _scan(path: Path, *, repair: bool) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int]:
+def _scan(path: Path, *,
+          repair: bool) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int]:
     """(header, [(line, record)], length of the complete part); ``repair`` cuts the torn tail."""
     raw = path.read_bytes()
     # Records are whole lines written in one call; only text after the last newline
@@ -490,8 +503,9 @@ def _scan(path: Path, *, repair: bool) -> tuple[dict[str, Any], list[tuple[int, 
         raise SamplesFormatError(f"{path}: empty file, expected an {FORMAT!r} header on line 1")
     if good_end == 0:
         raise SamplesFormatError(
-            f"{path}: the header line is incomplete (a run crashed while creating the file); nothing "
-            "was changed; pass --no-resume (resume=False) to move it aside and start afresh")
+            f"{path}: the header line is incomplete (a run crashed while creating the file); "
+            "nothing was changed; pass --no-resume (resume=False) to move it aside and start "
+            "afresh")
     records: list[tuple[int, Any]] = []
     for k, line in enumerate(raw[:good_end].split(b"\n")[:-1]):
         if not line.strip():
@@ -502,14 +516,16 @@ def _scan(path: Path, *, repair: bool) -> tuple[dict[str, Any], list[tuple[int, 
             raise SamplesFormatError(f"{path}: line {k + 1} is not valid JSON") from None
     if not records or not isinstance(records[0][1], dict) or records[0][1].get("kind") != "header" \
             or records[0][1].get("format") != FORMAT:
-        raise SamplesFormatError(f"{path}: not a live-run samples file (no {FORMAT!r} header on line 1)")
+        raise SamplesFormatError(
+            f"{path}: not a live-run samples file (no {FORMAT!r} header on line 1)")
     header, samples = records[0][1], records[1:]
     seen: set[tuple[int, int]] = set()
     for line, rec in samples:
         _check_sample(path, line, rec)
         key = (rec["q"], rec["j"])
         if key in seen:
-            raise SamplesFormatError(f"{path}: line {line}: sample {rec['j']} of question {rec['q']} written twice")
+            raise SamplesFormatError(
+                f"{path}: line {line}: sample {rec['j']} of question {rec['q']} written twice")
         seen.add(key)
     if repair and good_end < len(raw):  # only after every complete record checked out
         _truncate(path, good_end)
@@ -524,7 +540,9 @@ def _truncate(path: Path, size: int) -> None:
             os.fsync(fh.fileno())
 
 
-def read_samples(path: str | Path, *, repair: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_samples(
+    path: str | Path, *, repair: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a live run's ``samples.jsonl``.
 
     A crash can leave a partly written last line; it is dropped (and cut from the
@@ -623,13 +641,14 @@ def _read_rows(path: Path, header: dict[str, Any], n_questions: int) -> JournalS
     for line, rec in sorted(records, key=lambda r: (r[1]["q"], r[1]["j"])):
         q, j = rec["q"], rec["j"]
         if q >= n_questions or j != len(state.rows[q]):
+            expected = len(state.rows[q]) if q < n_questions else 0
             raise SamplesFormatError(
                 f"{path}: line {line}: sample {j} of question {q} does not continue its row "
-                f"(expected question < {n_questions} and sample {len(state.rows[q]) if q < n_questions else 0})")
+                f"(expected question < {n_questions} and sample {expected})")
         state.rows[q].append(
             SampleRecord(q, j, rec["wave"], rec["seed"], rec["prompt"], rec["text"], rec["tokens"],
-                         rec["finish_reason"], [float(x) for x in rec["step_scores"]], float(rec["score"]),
-                         rec["answer"])
+                         rec["finish_reason"], [float(x) for x in rec["step_scores"]],
+                         float(rec["score"]), rec["answer"])
         )
         state.waves = max(state.waves, rec["wave"] + 1)
     state.resumed = len(records)
@@ -637,8 +656,12 @@ def _read_rows(path: Path, header: dict[str, Any], n_questions: int) -> JournalS
     return state
 
 
-def open_journal(out: Path, header: dict[str, Any], n_questions: int, *, resume: bool) -> JournalState:
-    """Resume the run in ``out`` or start a new journal there (call it holding :func:`lock_run_dir`).
+def open_journal(
+    out: Path, header: dict[str, Any], n_questions: int, *, resume: bool
+) -> JournalState:
+    """Resume the run in ``out`` or start a new journal there.
+
+    Call it holding :func:`lock_run_dir`.
 
     With ``resume`` and a non-empty ``samples.jsonl``, its header must match
     ``header`` on every field (:func:`compare_headers`), every record is checked,

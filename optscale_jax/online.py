@@ -78,6 +78,8 @@ from optscale_jax.journal import (
 )
 from optscale_jax.policies.base import Observed, Policy
 
+# The journal's names (format constants, errors, lock, header, reader) are re-exported: their
+# home is optscale_jax.journal, and `from optscale_jax.online import ...` keeps working.
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "HEADER_FLAGS",
@@ -100,6 +102,7 @@ __all__ = [
     "run",
     "run_header",
 ]
+
 
 @dataclass(frozen=True)
 class Question:
@@ -356,7 +359,8 @@ def run(
     out = Path(out)
     header = run_header(
         questions, policy, engine=describe(engine), prm=describe(scorer), aggregate=aggregate,
-        seed=seed, batch=batch, prompt_template=prompt_template, dataset=dataset, provenance=provenance,
+        seed=seed, batch=batch, prompt_template=prompt_template, dataset=dataset,
+        provenance=provenance,
     )
     cfg = _Settings(
         questions=questions, policy=policy, n_max=int(policy.n_max), batch=batch,
@@ -387,8 +391,8 @@ def run(
                 g.close()
 
 
-def _check_arguments(questions: list[Question], policy: Policy, *, aggregate: str, batch: int | None,
-                     token_budget: int | None, prompt_template: str) -> None:
+def _check_arguments(questions: list[Question], policy: Policy, *, aggregate: str,
+                     batch: int | None, token_budget: int | None, prompt_template: str) -> None:
     """Refuse bad arguments before anything touches the run directory."""
     if not questions:
         raise ValueError("run: no questions")
@@ -431,11 +435,14 @@ def _observed(state: _LiveState, n_max: int) -> Observed:
         tokens[i, :n] = [s.tokens for s in row]
         answer_ids[i, :n] = state.classes[i][:n]
         selectable[i, :n] = [bool(s.text.strip()) for s in row]
-    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens, selectable=selectable)
+    return Observed(scores=scores, mask=mask, answer_ids=answer_ids, tokens=tokens,
+                    selectable=selectable)
 
 
 def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
-    """Ask the policy what each question wants; None when no question wants more or the budget is spent.
+    """Plan the next wave: ask the policy what each question wants.
+
+    None when no question wants more, or when the token budget is spent.
 
     Each open question gets one request for what it wants beyond what it has (at
     most ``batch``, never beyond ``n_max``), seeded by (run seed, question, first
@@ -466,7 +473,7 @@ def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
 
 def _draw_and_score(cfg: _Settings, wave: _Wave, engine: Engine, scorer: Scorer, *,
                     wave_index: int) -> list[SampleRecord]:
-    """One engine call for the wave, one PRM call for its completions; aggregated and with answers."""
+    """Draw the wave (one engine call) and score it (one PRM call), with aggregate and answers."""
     from optscale_jax.grading import extract_answer
 
     completions = engine.sample(wave.requests)
@@ -493,12 +500,13 @@ def _draw_and_score(cfg: _Settings, wave: _Wave, engine: Engine, scorer: Scorer,
                 f"question {cfg.questions[i].id!r}: {e}"
             ) from e
         answer = None if not c.text.strip() else extract_answer(c.text)
-        new.append(SampleRecord(i, j, wave_index, r.seed, prompt, c.text, int(c.tokens), c.finish_reason,
-                                [float(x) for x in st], score, answer))
+        new.append(SampleRecord(i, j, wave_index, r.seed, prompt, c.text, int(c.tokens),
+                                c.finish_reason, [float(x) for x in st], score, answer))
     return new
 
 
-def _record(fh: IO[str], state: _LiveState, wave: _Wave, new: list[SampleRecord], grader: Any) -> None:
+def _record(fh: IO[str], state: _LiveState, wave: _Wave, new: list[SampleRecord],
+            grader: Any) -> None:
     """Append the wave to the journal (durable before anything else happens), then to the state."""
     append_samples(fh, new)
     for s in new:
@@ -512,8 +520,8 @@ def _record(fh: IO[str], state: _LiveState, wave: _Wave, new: list[SampleRecord]
 class _Progress:
     """A tqdm bar (``progress=True``) or a callback receiving a dict after each wave."""
 
-    def __init__(self, progress: bool | Callable[[dict[str, Any]], None], *, total: int, initial: int,
-                 desc: str):
+    def __init__(self, progress: bool | Callable[[dict[str, Any]], None], *, total: int,
+                 initial: int, desc: str):
         self.bar = None
         if progress is True:
             from tqdm.auto import tqdm
@@ -538,7 +546,7 @@ class _Progress:
 
 def _finish(cfg: _Settings, state: _LiveState, journal: JournalState, grader: Any, *, grade: bool,
             started: float) -> RunResult:
-    """The policy's choice per question, the graded pool and the summary, written to the run directory."""
+    """Finish: the policy's choice per question, the graded pool and the summary, written out."""
     obs = _observed(state, cfg.n_max)
     chosen = np.asarray(cfg.policy.select(obs)).astype(np.int64)
     chosen = np.where(obs.n_drawn > 0, chosen, -1)
@@ -550,8 +558,9 @@ def _finish(cfg: _Settings, state: _LiveState, journal: JournalState, grader: An
     elapsed = time.perf_counter() - started
     summary = _summary(pool, state, chosen, cfg, graded=grade and pool.gold is not None)
     summary.update(
-        {"engine_calls": state.engine_calls, "waves": state.waves, "resumed_samples": journal.resumed,
-         "budget_exhausted": state.budget_hit, "token_budget": cfg.token_budget, "seconds": elapsed,
+        {"engine_calls": state.engine_calls, "waves": state.waves,
+         "resumed_samples": journal.resumed, "budget_exhausted": state.budget_hit,
+         "token_budget": cfg.token_budget, "seconds": elapsed,
          "moved_aside": None if journal.moved_aside is None else str(journal.moved_aside)}
     )
     pool.metadata["live_run"] = summary
@@ -578,9 +587,9 @@ def _build_pool(cfg: _Settings, state: _LiveState, header: dict[str, Any]) -> An
         prompts=[q.text for q in questions],
         gold=None if any(q.gold is None for q in questions) else [q.gold for q in questions],
         step_scores=[[s.step_scores for s in r] for r in rows],
-        metadata={"source": "live run", "aggregate": cfg.aggregate, "policy": header["policy"]["name"],
-                  "engine": header["engine"], "prm": header["prm"], "seed": header["seed"],
-                  "live_header": header},
+        metadata={"source": "live run", "aggregate": cfg.aggregate,
+                  "policy": header["policy"]["name"], "engine": header["engine"],
+                  "prm": header["prm"], "seed": header["seed"], "live_header": header},
     )
 
 
@@ -594,6 +603,7 @@ def _summary(pool: Any, state: _LiveState, chosen: np.ndarray, cfg: _Settings, *
     # question's samples had here (exact where the run drew n_max).
     per_sample = np.divide(tok, n, out=np.zeros_like(tok), where=n > 0)
     bon_tokens = per_sample * n_max
+    saved = float(1.0 - tok.sum() / bon_tokens.sum()) if bon_tokens.sum() > 0 else 0.0
     out: dict[str, Any] = {
         "policy": cfg.policy.name,
         "n_max": n_max,
@@ -603,7 +613,7 @@ def _summary(pool: Any, state: _LiveState, chosen: np.ndarray, cfg: _Settings, *
         "tokens": int(tok.sum()),
         "mean_tokens": float(tok.mean()),
         "bon_n_max_tokens_estimate": float(bon_tokens.sum()),
-        "tokens_saved_vs_bon_n_max": float(1.0 - tok.sum() / bon_tokens.sum()) if bon_tokens.sum() > 0 else 0.0,
+        "tokens_saved_vs_bon_n_max": saved,
         "accuracy": None,
     }
     if graded:
