@@ -113,7 +113,7 @@ def _tokens_at_accuracy(records: list[dict], targets: np.ndarray) -> list[float 
 def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None = None) -> dict:
     """Replay OptScale⁰ / OptScaleᵗ with several priors on the label-conditioned pool."""
     from optscale_jax.model import POPULATION_PRIOR_CENTRES, GaussianPrior
-    from optscale_jax.replay import sweep
+    from optscale_jax.sweep import sweep
     from predictor.priors import load_priors, read_official_priors
 
     pool, val = label_conditioned_pool(seed)
@@ -146,8 +146,8 @@ def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None 
         methods = ("OptScale0", "OptScaleT") if k == 0 else ("OptScaleT",)
         res = sweep(pool, methods=methods, prior=prior, n_boot=0, seed=seed)
         if k == 0:
-            all_records["OptScale0 (MLE)"] = res.select(method="OptScale0")
-        all_records[f"OptScaleT: {name}"] = res.select(method="OptScaleT")
+            all_records["OptScale0 (MLE)"] = res.where(method="OptScale0")
+        all_records[f"OptScaleT: {name}"] = res.where(method="OptScaleT")
     accs = sorted({round(r["accuracy"], 3) for recs in all_records.values() for r in recs})
     targets = np.round(np.arange(0.940, max(accs) + 1e-9, 0.002), 3)
     for name, recs in all_records.items():

@@ -2,7 +2,7 @@
 
 The sweep: 8 s_min x 6 (1 - alpha) x 4 n_max x 2 variants (MLE, MAP), one-shot mode, on
 a 500 x 64 pool (the synthetic twin of MATH-500; grading excluded: the pool is already
-graded). ``optscale_jax.replay.sweep`` fits each question once per peek length and reuses
+graded). ``optscale_jax.sweep.sweep`` fits each question once per peek length and reuses
 the fits for every (s_min, alpha).
 
 The reference loop does what the authors' notebooks do: for every configuration and
@@ -36,7 +36,8 @@ jax.config.update("jax_enable_x64", True)
 
 from optscale_jax.model import population_prior  # noqa: E402
 from optscale_jax.policies import OptScale, official_peek  # noqa: E402
-from optscale_jax.replay import OFFICIAL_GRID, replay, sweep  # noqa: E402
+from optscale_jax.replay import replay  # noqa: E402
+from optscale_jax.sweep import OFFICIAL_GRID, sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

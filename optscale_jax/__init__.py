@@ -19,7 +19,7 @@ the package, e.g. in a grading worker process, does not start JAX):
 * :mod:`optscale_jax.io` — pool files (authors' JSON, search-and-learn, Parquet),
   prompts/benchmark files, priors files, the shared data directory
 * :mod:`optscale_jax.grading`, :mod:`.synthetic` — math-verify grading, synthetic twins
-* :mod:`optscale_jax.replay`, :mod:`.report` — replays, sweeps, tables and plots
+* :mod:`optscale_jax.replay`, :mod:`.sweep`, :mod:`.report` — replays, grid sweeps, tables and plots
 * :mod:`optscale_jax.engines`, :mod:`.online` — live sampling over vLLM / transformers
 """
 
@@ -70,11 +70,11 @@ _EXPORTS = {
     "grading": ["Grader", "equivalence_classes", "grade_pool"],
     "synthetic": ["synthetic_pool"],
     "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
-                 "DSC", "OptScale"],
-    "replay": ["replay", "sweep", "pareto_frontier", "bootstrap_ci", "ReplayResult", "SweepResult",
-               "OFFICIAL_GRID", "Grid"],
+                 "DSC", "OptScale", "MRThinking"],
+    "replay": ["replay", "pareto_frontier", "bootstrap_ci", "ReplayResult"],
+    "sweep": ["sweep", "SweepResult", "OFFICIAL_GRID", "Grid"],
     "report": ["write_report", "plot_frontier", "table_markdown", "table1_rows"],
-    "online": ["MRThinking", "Question", "RunResult"],
+    "online": ["Question", "RunResult"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _WHERE["run_live"] = "online"

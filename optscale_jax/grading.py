@@ -577,6 +577,8 @@ def search_and_learn_agreement(
     Returns:
         A JSON-serialisable dict with the figures above and per-field counts.
     """
+    from optscale_jax.policies.selection import best_of_n_index, majority_index, weighted_vote_index
+
     path = Path(path)
     pool = read_search_and_learn(path, aggregate="last")
     records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
@@ -611,26 +613,22 @@ def search_and_learn_agreement(
                 corr = graded.correct[i, :k]
                 sel = graded.selectable[i, :k]
                 if rule == "naive":
-                    j = int(np.argmax(np.where(sel, sc, -1.0)))
+                    j = int(best_of_n_index(sc[None], np.ones((1, k), bool), sel[None])[0])
                     oo = bool(corr[j])
                     a = graded.answers[i, j]
                     same_pick.append(
                         (a is None and p is None)
                         or (a is not None and p is not None and (_norm(a) == _norm(p) or g.equal(a, p)))
                     )
+                elif not (ids >= 0).any():
+                    oo = False
                 else:
-                    valid = ids >= 0
-                    if not valid.any():
-                        oo = False
+                    drawn = np.ones((1, k), bool)
+                    if rule == "maj":
+                        first = int(majority_index(drawn, ids[None])[0])
                     else:
-                        classes_ = np.unique(ids[valid])
-                        if rule == "maj":
-                            weight = np.array([(ids == c).sum() for c in classes_], dtype=float)
-                        else:
-                            weight = np.array([sc[ids == c].sum() for c in classes_])
-                        best = classes_[weight == weight.max()]
-                        first = min(int(np.flatnonzero(np.isin(ids, best))[0]), k - 1)
-                        oo = bool(corr[first])
+                        first = int(weighted_vote_index(sc[None], drawn, ids[None])[0])
+                    oo = bool(corr[first])
                 field_ok.append(fo)
                 ours_ok.append(oo)
             acc_fields[f] = float(np.mean(field_ok))

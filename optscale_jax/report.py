@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from optscale_jax.replay import SweepResult
+from optscale_jax.policies.registry import REGISTRY
+from optscale_jax.sweep import SweepResult
 
 __all__ = [
     "METHOD_LABELS",
@@ -33,28 +34,20 @@ __all__ = [
     "compare_with_official",
 ]
 
-#: Row labels of the paper's Table 1 (as in the authors' results_table.csv), by method.
-METHOD_LABELS: dict[str, str] = {
-    "BoN": "Best-of-N (BoN)",
-    "SC": "Self-Consistency",
-    "WeightedSC": "Weighted SC",
-    "ESC": "Early-stopping SC (ESC)",
-    "ASC": "Adaptive SC (ASC)",
-    "DSC": "Difficulty-Adaptive SC (DSC)",
-    "OptScale0": "OptScale$^0$ (MLE) (Ours)",
-    "OptScaleT": "OptScale$^t$ (MAP) (Ours)",
-}
+#: Row labels of the paper's Table 1 (as in the authors' results_table.csv), by method
+#: (from :data:`optscale_jax.policies.registry.REGISTRY`).
+METHOD_LABELS: dict[str, str] = {name: m.label for name, m in REGISTRY.items() if m.replayable}
 
 _OFFICIAL_NAMES = {"math500": "MATH500", "gsm8k": "GSM8K", "aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23"}
 
 
 def _pick(result: SweepResult, method: str, n_max: int, mode: str | None) -> dict[str, Any] | None:
     if method in ("BoN", "SC", "WeightedSC"):
-        recs = result.select(method=method, N=n_max)
+        recs = result.where(method=method, N=n_max)
         return recs[0] if recs else None
     if method in ("OptScale0", "OptScaleT"):
         return result.best(method, n_max, mode=mode)
-    recs = result.select(method=method, n_max=n_max)
+    recs = result.where(method=method, n_max=n_max)
     return recs[0] if recs else None
 
 
@@ -256,7 +249,7 @@ def plot_frontier(result: SweepResult, path: str | Path | None = None, *, ax: An
         fig = ax.figure
     for m in result.meta.get("methods", list(_STYLE)):
         color, marker, ls = _STYLE.get(m, ("k", "x", "-"))
-        recs = result.select(method=m)
+        recs = result.where(method=m)
         if not recs:
             continue
         if m.startswith("OptScale"):

@@ -76,6 +76,7 @@ import numpy as np
 from scipy.special import betaincinv, ndtr, ndtri
 
 from optscale_jax.io.datadir import shared_data_dir
+from optscale_jax.policies.selection import prefix_best_of_n_index, prefix_majority_index
 from optscale_jax.pool import Pool
 
 __all__ = [
@@ -342,11 +343,11 @@ def best_of_n_accuracy(pool: Pool, ns: Sequence[int] = _CURVE_NS) -> np.ndarray:
     """
     out = []
     sel = pool.selectable
+    picks = prefix_best_of_n_index(pool.scores, pool.mask, sel)
     for n in ns:
-        sc = np.where(sel[:, :n], pool.scores[:, :n], -np.inf)
-        j = np.argmax(sc, axis=1)
-        ok = np.take_along_axis(pool.correct[:, :n], j[:, None], axis=1)[:, 0]
-        ok &= np.isfinite(sc.max(axis=1, initial=-np.inf))
+        j = picks[:, [min(n, pool.n_max) - 1]]
+        # an empty completion is picked only when all are empty: it counts as wrong
+        ok = (np.take_along_axis(pool.correct, j, axis=1) & np.take_along_axis(sel, j, axis=1))[:, 0]
         out.append(ok.mean() if pool.n_questions else float("nan"))
     return np.asarray(out, dtype=float)
 
@@ -376,15 +377,12 @@ def majority_accuracy(pool: Pool, ns: Sequence[int] = _CURVE_NS, vote: str = "of
     cls_ok = np.zeros((q, max(n_classes, 1)), dtype=bool)
     rows, cols = np.nonzero(ids >= 0)
     cls_ok[rows, ids[rows, cols]] |= pool.correct[rows, cols]
+    picks = prefix_majority_index(ids >= 0, ids)
     out = []
     for n in ns:
-        counts = np.zeros((q, max(n_classes, 1)), dtype=np.int64)
-        r, c = np.nonzero(ids[:, :n] >= 0)
-        np.add.at(counts, (r, ids[r, c]), 1)
-        # ids are by first appearance, so the lowest id among the tied maxima came first
-        win = np.argmax(counts, axis=1)
-        has = counts.max(axis=1) > 0
-        out.append((cls_ok[np.arange(q), win] & has).mean() if q else float("nan"))
+        j = picks[:, min(n, pool.n_max) - 1]
+        win = ids[np.arange(q), j]  # -1: no answer among the first n
+        out.append((cls_ok[np.arange(q), np.maximum(win, 0)] & (win >= 0)).mean() if q else float("nan"))
     return np.asarray(out, dtype=float)
 
 
@@ -491,10 +489,8 @@ def _fit_dataset(
             for tau in (0.0, 0.4, 0.8, 1.2, 1.6, 2.0):
                 p = replace(base, gamma=gamma, rho=rho, tau=tau)
                 lat = _latent(p, ref if base is not ref else p, q, n, np.random.default_rng(12345))
-                curve = []
-                for k in _CURVE_NS:
-                    j = np.argmax(lat["x"][:, :k], axis=1)
-                    curve.append(lat["correct"][np.arange(q), j].mean())
+                picks = prefix_best_of_n_index(lat["x"], np.ones(lat["x"].shape, bool))
+                curve = [lat["correct"][np.arange(q), picks[:, k - 1]].mean() for k in _CURVE_NS]
                 loss = float(np.mean((np.asarray(curve) - target_bon) ** 2))
                 if best is None or loss < best[0]:
                     best = (loss, p)

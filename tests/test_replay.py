@@ -9,14 +9,13 @@ from test_policies import random_pool, ref_bon
 from optscale_jax.policies import ASC, ESC, BestOfN, OptScale, SelfConsistency
 from optscale_jax.pool import Pool
 from optscale_jax.replay import (
-    OFFICIAL_GRID,
-    Grid,
     bootstrap_ci,
     pareto_frontier,
     prefix_best_of_n,
     replay,
     run_policy,
 )
+from optscale_jax.sweep import OFFICIAL_GRID, Grid
 
 
 def test_replay_totals_by_hand() -> None:
@@ -158,7 +157,7 @@ def test_sweep_equals_replay_of_each_policy() -> None:
     from test_policies import score_pool
 
     from optscale_jax.policies import DSC, WeightedVote, gaussian_prior
-    from optscale_jax.replay import sweep
+    from optscale_jax.sweep import sweep
 
     pool = score_pool(4, q=30, n=12, min_len=2)  # the OptScale tests' shape: no new compile
     rng = np.random.default_rng(0)
@@ -183,8 +182,8 @@ def test_sweep_equals_replay_of_each_policy() -> None:
         lo, hi = rec["accuracy_ci"]
         assert lo <= rec["accuracy"] <= hi
     # the counts: fixed baselines at 1, 2, 4, 8, 12; 2 x 2 x 2 per OptScale variant and mode
-    assert len(res.select(method="BoN")) == 5
-    assert len(res.select(method="OptScale0", mode="sequential")) == 8
+    assert len(res.where(method="BoN")) == 5
+    assert len(res.where(method="OptScale0", mode="sequential")) == 8
     front = res.frontier()
     toks = [r["mean_tokens"] for r in front]
     assert toks == sorted(toks)
@@ -193,7 +192,7 @@ def test_sweep_equals_replay_of_each_policy() -> None:
 def test_sweep_permutations_and_errors() -> None:
     from test_policies import score_pool
 
-    from optscale_jax.replay import sweep
+    from optscale_jax.sweep import sweep
 
     pool = score_pool(5, q=30, n=12)
     grid = Grid(s_min=(0.9,), quantile=(0.1,), n_max=(8,))
@@ -213,7 +212,7 @@ def test_sweep_rejects_misaligned_prior() -> None:
     from test_policies import score_pool
 
     from optscale_jax.policies import gaussian_prior
-    from optscale_jax.replay import Grid, sweep
+    from optscale_jax.sweep import Grid, sweep
 
     pool = score_pool(5, q=30, n=12)
     grid = Grid(s_min=(0.9,), quantile=(0.05,), n_max=(8,))

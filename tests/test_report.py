@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optscale_jax.replay import SweepResult
 from optscale_jax.report import (
     compare_with_official,
     load_official_bon,
@@ -23,6 +22,7 @@ from optscale_jax.report import (
     table_markdown,
     write_report,
 )
+from optscale_jax.sweep import SweepResult
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import typer
 
+from optscale_jax.commands.options import load_prior_file, parse_grid
+from optscale_jax.policies.registry import REGISTRY, lookup
+
 __all__ = ["register", "parse_grid", "load_prior_file"]
 
 _HELP = (
@@ -18,94 +21,6 @@ _HELP = (
     "Without POOL, runs on the built-in synthetic twin of MATH-500 (500 questions x 64 samples), "
     "labelled \"synthetic\" in every output."
 )
-
-
-def parse_grid(spec: str) -> Any:
-    """Parse ``--grid``: ``official`` or ``s_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16``.
-
-    Args:
-        spec: the option value.
-
-    Returns:
-        A :class:`optscale_jax.replay.Grid`.
-
-    Raises:
-        typer.BadParameter: on an unknown key or a bad number (the message names it).
-    """
-    from optscale_jax.replay import OFFICIAL_GRID, Grid
-
-    if spec.strip().lower() == "official":
-        return OFFICIAL_GRID
-    if not spec.strip(" ;"):
-        raise typer.BadParameter(f"empty grid {spec!r}; use 'official' or key=values", param_hint="--grid")
-    parts: dict[str, list[str]] = {}
-    for chunk in spec.split(";"):
-        if not chunk.strip():
-            continue
-        if "=" not in chunk:
-            raise typer.BadParameter(f"grid part {chunk!r} is not key=values", param_hint="--grid")
-        key, vals = chunk.split("=", 1)
-        key = key.strip()
-        if key not in ("s_min", "quantile", "n_max"):
-            raise typer.BadParameter(f"unknown grid key {key!r} (use s_min, quantile, n_max)", param_hint="--grid")
-        if key in parts:
-            raise typer.BadParameter(f"grid key {key!r} given twice; list its values once, comma-separated",
-                                     param_hint="--grid")
-        parts[key] = [v.strip() for v in vals.split(",") if v.strip()]
-    base = {"s_min": OFFICIAL_GRID.s_min, "quantile": OFFICIAL_GRID.quantile, "n_max": OFFICIAL_GRID.n_max}
-    out: dict[str, tuple] = {}
-    for key, default in base.items():
-        if key not in parts:
-            out[key] = default
-            continue
-        try:
-            conv = int if key == "n_max" else float
-            out[key] = tuple(conv(v) for v in parts[key])
-        except ValueError:
-            raise typer.BadParameter(f"grid {key}: {parts[key]} are not all numbers", param_hint="--grid") from None
-        if not out[key]:
-            raise typer.BadParameter(f"grid {key} is empty", param_hint="--grid")
-    try:
-        return Grid(**out)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--grid") from None
-
-
-def load_prior_file(path: Path, question_ids: list[str], std: float, positions: Any = None) -> Any:
-    """Per-question MAP prior for OptScaleᵗ from a file, for the CLI.
-
-    Reads through :func:`optscale_jax.io.priors.read_priors` (the one reader): the authors'
-    ``*_train_mu_sigma.json`` (a list of ``[mu, sigma]``, matched by position, centres
-    used as stored) or an ``optscale-priors`` JSON (matched by question id). A warning
-    (centres sigma <= 0) is printed as one line; a malformed file is one ``error:`` line
-    and exit code 2.
-
-    Args:
-        path: the file.
-        question_ids: the pool's question ids.
-        std: prior std for the list format.
-        positions: rows of the authors' list to take (e.g. the first ``--limit`` questions).
-
-    Returns:
-        A ``GaussianPrior`` with one entry per question.
-
-    Raises:
-        typer.Exit: code 2, after printing the error line.
-    """
-    import warnings
-
-    from optscale_jax.io.priors import load_prior
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            prior = load_prior(path, question_ids, positions=positions, width=std)
-        except ValueError as e:  # PriorsFileError names file, record and field
-            typer.echo(f"error: --prior {' '.join(str(e).split())}", err=True)
-            raise typer.Exit(code=2) from None
-    for w in caught:
-        typer.echo(f"warning: {' '.join(str(w.message).split())}", err=True)
-    return prior
 
 
 def _check_out_dir(out: Path) -> None:
@@ -123,7 +38,7 @@ def _check_out_dir(out: Path) -> None:
 
 def _warn_clipped(grid: Any, pool: Any, pool_path: Path | None) -> None:
     """One warning line when --grid budgets exceed the samples the pool holds (they are clipped)."""
-    from optscale_jax.replay import clip_grid, pool_width
+    from optscale_jax.sweep import clip_grid, pool_width
 
     width = pool_width(pool)
     _, clipped = clip_grid(grid, width)
@@ -146,14 +61,13 @@ def _summary_table(result: Any) -> Any:
     for col, just in (("method", "left"), ("N", "right"), ("acc. %", "right"), ("95% CI", "right"),
                       ("tokens/q", "right"), ("samples/q", "right"), ("s_min, 1-α", "left")):
         table.add_column(col, justify=just)
-    short = {"OptScale0": "OptScale⁰", "OptScaleT": "OptScaleᵗ"}
     last = None
     for r in table1_rows(result):
         if last is not None and r["block"] != last:
             table.add_section()
         last = r["block"]
         lo, hi = r["accuracy_ci"]
-        name = short.get(r["method"], r["method"])
+        name = REGISTRY[r["method"]].short if r["method"] in REGISTRY else r["method"]
         if r["mode"] == "sequential":
             name += " seq."
         cfg = "" if r["s_min"] is None else f"{r['s_min']}, {r['quantile']}"
@@ -185,23 +99,23 @@ def replay_command(
 ) -> None:
     from rich.console import Console
 
-    from optscale_jax.replay import METHODS, GridClippedWarning, sweep
     from optscale_jax.report import write_report
+    from optscale_jax.sweep import METHODS, GridClippedWarning, sweep
 
     console = Console()
     _check_out_dir(out)
     methods: list[str] = []
-    lookup = {m.lower(): m for m in METHODS}
     for p in policy:  # every name is checked, also next to "all"
         for name in p.split(","):
             key = name.strip().lower()
             if key == "all":
                 methods.extend(m for m in METHODS if m not in methods)
                 continue
-            if key not in lookup:
+            found = lookup(key)
+            if found is None or not found.replayable:
                 raise typer.BadParameter(f"unknown policy {name.strip()!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy")
-            if lookup[key] not in methods:
-                methods.append(lookup[key])
+            if found.name not in methods:
+                methods.append(found.name)
     if not methods:
         raise typer.BadParameter("no policy given; choose from all, " + ", ".join(METHODS), param_hint="--policy")
     modes = {"oneshot": ["oneshot"], "sequential": ["sequential"], "both": ["oneshot", "sequential"]}.get(mode)
@@ -257,7 +171,7 @@ def replay_command(
         console.print("[bold yellow]warning:[/] the pool's answers are not graded (no gold answers): "
                       "every sample counts as wrong and voting has no answer classes")
     prior_obj = None
-    if prior is not None and "OptScaleT" not in methods:
+    if prior is not None and not any(REGISTRY[m].uses_prior for m in methods):
         typer.echo(f"error: --prior {prior}: no chosen policy reads a prior (only OptScaleT, the MAP "
                    f"variant, does; chosen: {', '.join(methods)})", err=True)
         raise typer.Exit(code=2)

@@ -8,10 +8,13 @@ from typing import Any, NoReturn
 
 import typer
 
+from optscale_jax.policies.registry import POLICY_NAMES, lookup, make
+
 __all__ = ["ENGINES", "POLICIES", "engine_spec", "make_engines", "make_policy", "register"]
 
 ENGINES = ("vllm", "openai", "transformers")
-POLICIES = ("BoN", "SC", "WeightedSC", "ESC", "ASC", "DSC", "OptScale0", "OptScaleT", "MR-Thinking")
+#: Policy names ``--policy`` accepts (case-insensitive; the registry's every method).
+POLICIES = POLICY_NAMES
 
 _HELP = """Sample live: ask the engine for more completions only for the questions whose
 policy has not stopped, score them with the PRM, and write OUT/samples.jsonl (append-only,
@@ -33,7 +36,7 @@ def make_policy(
     prior: Any = None,
     n_questions: int = 1,
 ) -> Any:
-    """Build a policy from its CLI name.
+    """Build a policy from its CLI name (:func:`optscale_jax.policies.registry.make`).
 
     Args:
         name: One of :data:`POLICIES` (case-insensitive).
@@ -50,39 +53,8 @@ def make_policy(
     Raises:
         ValueError: For an unknown name.
     """
-    from optscale_jax.online import MRThinking
-    from optscale_jax.policies import (
-        ASC,
-        DSC,
-        ESC,
-        BestOfN,
-        OptScale,
-        SelfConsistency,
-        WeightedVote,
-    )
-
-    key = name.strip().lower()
-    simple = {"bon": BestOfN, "sc": SelfConsistency, "weightedsc": WeightedVote}
-    if key in simple:
-        return simple[key](n_max)
-    if key == "esc":
-        return ESC(n_max=n_max)
-    if key == "asc":
-        return ASC(n_max=n_max)
-    if key == "dsc":
-        return DSC(n_max=n_max)
-    if key in ("mr-thinking", "mrthinking", "mr"):
-        return MRThinking(n_max)
-    if key in ("optscale0", "optscalet"):
-        if key == "optscalet" and prior is None:
-            from optscale_jax.model import population_prior
-
-            prior = population_prior(n_questions)
-        return OptScale(
-            n_max=n_max, s_min=s_min, alpha=1.0 - quantile, mode=mode,
-            prior=prior if key == "optscalet" else None,
-        )
-    raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+    return make(name, n_max=n_max, s_min=s_min, alpha=1.0 - quantile, mode=mode, prior=prior,
+                n_questions=n_questions)
 
 
 def make_engines(
@@ -253,12 +225,12 @@ def run_command(
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--dataset") from None
     prior_obj = None
-    if prior is not None and policy.strip().lower() != "optscalet":
+    if prior is not None and not getattr(lookup(policy), "uses_prior", False):
         typer.echo(f"error: --prior {prior}: policy {policy!r} does not read a prior (only OptScaleT, "
                    "the MAP variant, does)", err=True)
         raise typer.Exit(code=2)
     if prior is not None:
-        from optscale_jax.commands.replay import load_prior_file
+        from optscale_jax.commands.options import load_prior_file
 
         # the authors' [mu, sigma] list follows the benchmark's order: --limit takes its first rows
         prior_obj = load_prior_file(prior, [q.id for q in questions], prior_std,

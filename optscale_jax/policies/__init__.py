@@ -1,20 +1,17 @@
 """Stopping and selection rules, vectorised over questions.
 
-The :class:`Policy` protocol, the baselines of the OptScale paper's Table 1 (Best-of-N,
-self-consistency, weighted voting, ESC, ASC, DSC) and OptScale⁰ / OptScaleᵗ in one-shot
-and sequential modes.
+The :class:`Policy` protocol (:mod:`.base`), the selection rules every policy shares
+(:mod:`.selection`: Best-of-N, majority and weighted votes, with their prefix variants),
+the baselines of the OptScale paper's Table 1 (:mod:`.baselines`: Best-of-N,
+self-consistency, weighted voting, ESC, ASC, DSC), OptScale⁰ / OptScaleᵗ in one-shot and
+sequential modes with their stopping rule as pure functions (:mod:`.optscale`), the
+live-only MR-Thinking (:mod:`.mr_thinking`) and the table from method names to policies
+(:mod:`.registry`).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from .base import (
-    Observed,
-    Policy,
-    answer_counts,
-    best_of_n_index,
-    majority_index,
-    weighted_vote_index,
-)
+from .base import Observed, Policy
 from .baselines import (
     ASC,
     DSC,
@@ -25,7 +22,25 @@ from .baselines import (
     beta_majority_probability,
     top_two_counts,
 )
-from .optscale import OptScale, official_peek
+from .mr_thinking import MRThinking
+from .optscale import (
+    OptScale,
+    checkpoints,
+    default_n_init,
+    official_peek,
+    oneshot_draws,
+    sequential_draws,
+    stops_at_check,
+)
+from .registry import POLICY_NAMES, SWEEP_METHODS, Method, make
+from .selection import (
+    answer_counts,
+    best_of_n_index,
+    majority_index,
+    prefix_best_of_n_index,
+    prefix_majority_index,
+    weighted_vote_index,
+)
 
 if TYPE_CHECKING:  # core names, re-exported lazily below so that importing this does not start JAX
     from optscale_jax.fit import fit_status_usable
@@ -37,19 +52,31 @@ __all__ = [
     "BestOfN",
     "DSC",
     "ESC",
+    "MRThinking",
+    "Method",
     "Observed",
     "OptScale",
+    "POLICY_NAMES",
     "Policy",
+    "SWEEP_METHODS",
     "SelfConsistency",
     "WeightedVote",
     "answer_counts",
     "best_of_n_index",
     "beta_majority_probability",
+    "checkpoints",
     "compute_n_star",
+    "default_n_init",
     "fit_status_usable",
     "gaussian_prior",
     "majority_index",
+    "make",
     "official_peek",
+    "oneshot_draws",
+    "prefix_best_of_n_index",
+    "prefix_majority_index",
+    "sequential_draws",
+    "stops_at_check",
     "top_two_counts",
     "weighted_vote_index",
 ]

@@ -11,13 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import (
-    Observed,
-    answer_counts,
-    best_of_n_index,
-    majority_index,
-    weighted_vote_index,
-)
+from .base import Observed
+from .selection import answer_counts, best_of_n_index, majority_index, weighted_vote_index
 
 __all__ = [
     "BestOfN",
@@ -64,7 +59,7 @@ class _FixedBudget:
 class BestOfN(_FixedBudget):
     """Best-of-N: draw ``n`` samples, keep the highest-scoring one.
 
-    Selection follows :func:`~optscale_jax.policies.base.best_of_n_index`: the highest
+    Selection follows :func:`~optscale_jax.policies.selection.best_of_n_index`: the highest
     score, empty completions never (unless nothing else), ties to the first drawn. This is the reference rule of the OptScale
     paper (Wang et al. 2025, arXiv 2506.22376, Table 1 "Best-of-N").
 
@@ -372,7 +367,7 @@ class DSC:
 
     1. *Ranking.* Questions are sorted by ``difficulty`` (higher = harder; ties keep row
        order). The authors use 1 - the mean score of the whole row
-       (:func:`dsc_official_difficulty`; :func:`~optscale_jax.replay.sweep` passes it);
+       (:func:`dsc_official_difficulty`; :func:`~optscale_jax.sweep.sweep` passes it);
        without ``difficulty`` the policy draws one sample per question and ranks by its
        score.
     2. *Easy/hard binary search with a neighbour window.* The midpoint of the current

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .base import Observed, best_of_n_index
+from .base import Observed
+from .selection import best_of_n_index
 
 if TYPE_CHECKING:  # re-exported lazily below (importing the policies must not start JAX)
     from optscale_jax.fit import fit_status_usable
@@ -42,7 +43,12 @@ if TYPE_CHECKING:  # re-exported lazily below (importing the policies must not s
 
 __all__ = [
     "OptScale",
+    "checkpoints",
+    "default_n_init",
     "official_peek",
+    "oneshot_draws",
+    "sequential_draws",
+    "stops_at_check",
     "gaussian_prior",
     "fit_status_usable",
     "compute_n_star",
@@ -86,6 +92,126 @@ def official_peek(n_max: int) -> int:
     return _OFFICIAL_PEEK.get(n_max, min(n_max, max(1, round(n_max / 3))))
 
 
+
+# ----------------------------------------------------------------------------- the rule
+# Pure functions of counts and N*: the policy (round by round) and the sweep (every
+# prefix at once) both call them, so the stopping rule has one implementation.
+
+
+def default_n_init(variant: str) -> int:
+    """First fit of the sequential mode: 2 samples for MLE (one sample has no spread), 1 for MAP.
+
+    Args:
+        variant: ``"MLE"`` or ``"MAP"``.
+
+    Returns:
+        The default ``n_init``.
+    """
+    if variant not in ("MLE", "MAP"):
+        raise ValueError(f"OptScale variant must be 'MLE' or 'MAP', got {variant!r}")
+    return 2 if variant == "MLE" else 1
+
+
+def checkpoints(
+    n_max: int,
+    *,
+    mode: str,
+    k: int | None = None,
+    n_init: int | None = None,
+    step: int = 1,
+    variant: str = "MLE",
+) -> np.ndarray:
+    """The sample counts at which OptScale fits and decides.
+
+    One-shot: the peek ``k`` alone (default :func:`official_peek`). Sequential:
+    ``n_init, n_init + step, ...`` up to ``n_max``, with ``n_init`` clipped to
+    ``[1, n_max]`` (default :func:`default_n_init`).
+
+    Args:
+        n_max: sample budget.
+        mode: ``"oneshot"`` or ``"sequential"``.
+        k: peek size (one-shot).
+        n_init: first fit (sequential).
+        step: samples between refits (sequential, ``b``).
+        variant: ``"MLE"`` or ``"MAP"`` (the default ``n_init``).
+
+    Returns:
+        int64 increasing counts.
+
+    Examples:
+        >>> checkpoints(16, mode="oneshot").tolist()
+        [5]
+        >>> checkpoints(8, mode="sequential", step=3).tolist()
+        [2, 5, 8]
+    """
+    n_max = int(n_max)
+    if mode == "oneshot":
+        return np.asarray([official_peek(n_max) if k is None else int(k)], dtype=np.int64)
+    if mode != "sequential":
+        raise ValueError(f"OptScale mode must be 'oneshot' or 'sequential', got {mode!r}")
+    first = default_n_init(variant) if n_init is None else int(n_init)
+    first = min(max(first, 1), n_max)
+    return np.arange(first, n_max + 1, int(step), dtype=np.int64)
+
+
+def oneshot_draws(n_star: np.ndarray, k: int, n_max: int) -> np.ndarray:
+    """Samples the one-shot mode draws: ``max(N*, k)``, at most ``n_max``.
+
+    Args:
+        n_star: N* from the fit on the peek (any shape).
+        k: peek size.
+        n_max: sample budget.
+
+    Returns:
+        int64, the shape of ``n_star``.
+    """
+    return np.minimum(np.maximum(np.asarray(n_star), k), n_max).astype(np.int64)
+
+
+def stops_at_check(n: np.ndarray, n_star: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The sequential stopping test at a checkpoint: a usable fit and ``n >= N*``.
+
+    A fit that is not usable (NO_DATA, DEGENERATE: no spread to go on) never stops sampling.
+
+    Args:
+        n: samples drawn (the fit's sample count).
+        n_star: N* of that fit.
+        usable: :func:`optscale_jax.fit.fit_status_usable` of that fit.
+
+    Returns:
+        bool, the broadcast shape.
+    """
+    return np.asarray(usable, dtype=bool) & (np.asarray(n) >= np.asarray(n_star))
+
+
+def sequential_draws(
+    lengths: np.ndarray, n_star: np.ndarray, usable: np.ndarray, cap: np.ndarray
+) -> np.ndarray:
+    """Samples the sequential mode draws, given the fits at every checkpoint at once.
+
+    The first checkpoint ``L <= cap`` where :func:`stops_at_check` holds, else ``cap``.
+
+    Args:
+        lengths: ``(L,)`` checkpoints (:func:`checkpoints`).
+        n_star: ``(Q, L, ...)`` N* of the fit on the first ``lengths[l]`` samples; trailing
+            axes are configurations (e.g. ``s_min`` x ``alpha``).
+        usable: ``(Q, L)`` fit usability.
+        cap: ``(Q,)`` most samples each question can draw (``min(row length, n_max)``).
+
+    Returns:
+        ``(Q, ...)`` int64 samples drawn.
+    """
+    ns = np.asarray(n_star)
+    extra = (1,) * (ns.ndim - 2)
+    length = np.asarray(lengths).reshape((1, -1) + extra)
+    cap_b = np.asarray(cap).reshape((-1,) + (1,) * (ns.ndim - 1))
+    ok = np.asarray(usable, dtype=bool).reshape(np.shape(usable) + extra)
+    stop = stops_at_check(length, ns, ok) & (length <= cap_b)
+    first = np.argmax(stop, axis=1)
+    cap_r = cap_b[:, 0]
+    drawn = np.where(stop.any(axis=1), np.asarray(lengths)[first], cap_r)
+    return np.minimum(drawn, cap_r).astype(np.int64)
+
 @dataclass
 class OptScale:
     """OptScale⁰ (MLE, ``prior=None``) or OptScaleᵗ (MAP, per-question ``prior``).
@@ -128,15 +254,15 @@ class OptScale:
             raise ValueError(f"OptScale.alpha must be in (0, 1), got {self.alpha!r}")
         if self.mode not in ("oneshot", "sequential"):
             raise ValueError(f"OptScale.mode must be 'oneshot' or 'sequential', got {self.mode!r}")
-        self.k = official_peek(self.n_max) if self.k is None else int(self.k)
+        self.k = int(checkpoints(self.n_max, mode="oneshot", k=self.k)[0])
         if not 1 <= self.k <= self.n_max:
             raise ValueError(f"OptScale.k must be in [1, n_max={self.n_max}], got {self.k}")
-        if self.n_init is None:
-            self.n_init = 2 if self.prior is None else 1
-        self.n_init = int(min(max(int(self.n_init), 1), self.n_max))
         self.step = int(self.step)
         if self.step < 1:
             raise ValueError(f"OptScale.step must be >= 1, got {self.step}")
+        checks = checkpoints(self.n_max, mode="sequential", n_init=self.n_init, step=self.step,
+                             variant=self.variant)
+        self.n_init = int(checks[0])
         if not self.name:
             base = "OptScale0" if self.prior is None else "OptScaleT"
             self.name = f"{base}-{self.mode}"
@@ -177,20 +303,20 @@ class OptScale:
         """One-shot: k, then max(N*, k). Sequential: next checkpoint until n >= N*."""
         n = obs.n_drawn
         if self.mode == "oneshot":
-            out = np.full_like(n, self.k)
             ready = n >= self.k
-            if ready.any():
-                ns, _ = self.n_star(obs, upto=self.k)
-                out = np.where(ready, np.maximum(ns, self.k), self.k)
-            return np.minimum(out, self.n_max).astype(np.int64)
-        first = self.n_init
-        nxt = np.where(n < first, first, first + ((n - first) // self.step + 1) * self.step)
-        nxt = np.minimum(nxt, self.n_max)
-        at_check = (n >= first) & ((n - first) % self.step == 0)
+            if not ready.any():
+                return np.full_like(n, min(self.k, self.n_max)).astype(np.int64)
+            ns, _ = self.n_star(obs, upto=self.k)
+            return np.where(ready, oneshot_draws(ns, self.k, self.n_max), self.k).astype(np.int64)
+        checks = checkpoints(self.n_max, mode="sequential", n_init=self.n_init, step=self.step)
+        # the next checkpoint strictly above n (n_max past the last one)
+        after = np.searchsorted(checks, n, side="right")
+        nxt = np.where(after < checks.size, checks[np.minimum(after, checks.size - 1)], self.n_max)
+        at_check = np.isin(n, checks)
         stop = n >= self.n_max
         if at_check.any():
             ns, usable = self.n_star(obs)
-            stop = stop | (at_check & usable & (n >= ns))
+            stop = stop | (at_check & stops_at_check(n, ns, usable))
         return np.where(stop, n, nxt).astype(np.int64)
 
     def select(self, obs: Observed) -> np.ndarray:
