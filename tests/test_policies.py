@@ -393,3 +393,90 @@ def test_optscale_parameter_errors() -> None:
         OptScale(8, 0.9, 0.9, mode="greedy")
     assert OptScale(64, 0.9, 0.9).k == 20
     assert OptScale(8, 0.9, 0.9).name == "OptScale0-oneshot"
+
+
+# ------------------------------------------------- one home for every rule
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prefix_rules_equal_the_rules_at_every_length(seed: int) -> None:
+    from optscale_jax.policies import prefix_best_of_n_index, prefix_majority_index
+
+    pool = random_pool(seed, n_classes=5)
+    bon = prefix_best_of_n_index(pool.scores, pool.mask, pool.selectable)
+    maj = prefix_majority_index(pool.mask, pool.answer_ids)
+    for length in range(1, pool.n_max + 1):
+        m = pool.mask & (np.arange(pool.n_max)[None, :] < length)
+        np.testing.assert_array_equal(bon[:, length - 1], best_of_n_index(pool.scores, m, pool.selectable))
+        np.testing.assert_array_equal(maj[:, length - 1], majority_index(m, pool.answer_ids))
+
+
+def test_majority_does_not_depend_on_how_classes_are_numbered() -> None:
+    """Ties go to the class drawn first, whatever its number (a re-ordered pool keeps its ids)."""
+    from optscale_jax.policies import prefix_majority_index
+
+    pool = random_pool(3, n_classes=6)
+    ids = pool.answer_ids
+    relabel = np.random.default_rng(0).permutation(7)  # class c -> relabel[c]; -1 stays -1
+    renamed = np.where(ids >= 0, relabel[np.maximum(ids, 0)], -1)
+    np.testing.assert_array_equal(prefix_majority_index(pool.mask, ids), prefix_majority_index(pool.mask, renamed))
+    np.testing.assert_array_equal(majority_index(pool.mask, ids), majority_index(pool.mask, renamed))
+    assert prefix_majority_index(np.ones((1, 4), bool), np.array([[9, 1, 1, 9]]))[0, -1] == 0
+
+
+def test_optscale_rule_functions() -> None:
+    from optscale_jax.policies import (
+        OptScale,
+        checkpoints,
+        default_n_init,
+        oneshot_draws,
+        sequential_draws,
+    )
+
+    assert (default_n_init("MLE"), default_n_init("MAP")) == (2, 1)
+    assert checkpoints(64, mode="oneshot").tolist() == [official_peek(64)]
+    assert checkpoints(7, mode="sequential", step=2).tolist() == [2, 4, 6]
+    assert checkpoints(7, mode="sequential", step=2, variant="MAP").tolist() == [1, 3, 5, 7]
+    assert checkpoints(3, mode="sequential", n_init=9).tolist() == [3]
+    assert OptScale(8, 0.9, 0.1, mode="sequential", n_init=20).n_init == 8
+    assert oneshot_draws(np.array([1, 5, 99]), 3, 8).tolist() == [3, 5, 8]
+    lengths = np.array([2, 4, 6])
+    n_star = np.array([[3, 2, 9], [9, 9, 9], [1, 1, 1]])
+    usable = np.array([[False, True, True], [True, True, True], [True, True, True]])
+    # first usable checkpoint with n >= N* and within the row; else the row's cap
+    assert sequential_draws(lengths, n_star, usable, np.array([8, 5, 1])).tolist() == [4, 5, 1]
+
+
+def test_registry_builds_every_method_by_name() -> None:
+    from optscale_jax.commands.run import POLICIES, make_policy
+    from optscale_jax.policies import POLICY_NAMES, SWEEP_METHODS, MRThinking, OptScale, make
+    from optscale_jax.policies.registry import REGISTRY, resolve
+    from optscale_jax.report import METHOD_LABELS
+    from optscale_jax.sweep import METHODS
+
+    assert POLICIES == POLICY_NAMES and METHODS == SWEEP_METHODS == tuple(METHOD_LABELS)
+    assert "MR-Thinking" in POLICY_NAMES and "MR-Thinking" not in SWEEP_METHODS
+    for name in POLICY_NAMES:
+        for spelling in (name, name.lower(), name.upper()):
+            pol = make(spelling, n_max=8, s_min=0.9, alpha=0.1, n_questions=3)
+            assert pol.name.split("-")[0] == name.split("-")[0] and pol.n_max == 8
+    assert isinstance(make("mr", n_max=2), MRThinking)
+    t = make_policy("OptScaleT", 16, s_min=0.9, quantile=0.1, mode="sequential", n_questions=3)
+    assert isinstance(t, OptScale) and t.prior is not None and t.mode == "sequential" and t.alpha == 1.0 - 0.1
+    assert make_policy("OptScale0", 16, prior=object()).prior is None  # MLE never reads a prior
+    assert [n for n, m in REGISTRY.items() if m.uses_prior] == ["OptScaleT"]
+    assert resolve("weightedsc", replayable=True) == "WeightedSC"
+    with pytest.raises(ValueError, match="unknown policy 'mr'; choose from BoN"):
+        resolve("mr", replayable=True)
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        make_policy("nope", 4)
+
+
+def test_synthetic_majority_curve_on_a_reordered_pool() -> None:
+    """The calibration curve votes like the policies once rows are re-ordered (ids no longer
+    numbered by first appearance)."""
+    from optscale_jax.synthetic import majority_accuracy, synthetic_pool
+
+    pool = synthetic_pool("math500", 16, 0).subset(np.arange(100)).permuted(1, 1)[0]
+    ns = [1, 2, 3, 8, 16]
+    picks = [majority_index(pool.mask & (np.arange(16)[None, :] < n), pool.answer_ids) for n in ns]
+    want = [np.mean(pool.correct[np.arange(100), j] & (pool.answer_ids[np.arange(100), j] >= 0)) for j in picks]
+    np.testing.assert_allclose(majority_accuracy(pool, ns, vote="math-verify"), want)
