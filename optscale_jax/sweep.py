@@ -58,6 +58,8 @@ METHODS: tuple[str, ...] = SWEEP_METHODS
 
 #: OptScale method name of each fit variant.
 _OPTSCALE = {"MLE": "OptScale0", "MAP": "OptScaleT"}
+#: The fields of a :class:`Record` that name its configuration.
+_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha")
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -527,8 +529,6 @@ def summarise(
         ))
     return out
 
-
-_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha")
 
 
 class _Progress:
