@@ -71,18 +71,26 @@ _EXPORTS = {
     "synthetic": ["synthetic_pool"],
     "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
                  "DSC", "OptScale", "MRThinking"],
-    "replay": ["replay", "pareto_frontier", "bootstrap_ci", "ReplayResult"],
-    "sweep": ["sweep", "SweepResult", "OFFICIAL_GRID", "Grid"],
+    # The functions replay() and sweep() share their modules' names: the package
+    # attributes are the modules (Python sets them on import anyway), so call
+    # optscale_jax.replay.replay(...) and optscale_jax.sweep.sweep(...).
+    "replay": ["pareto_frontier", "bootstrap_ci", "ReplayResult"],
+    "sweep": ["SweepResult", "OFFICIAL_GRID", "Grid"],
     "report": ["write_report", "plot_frontier", "table_markdown", "table1_rows"],
     "online": ["Question", "RunResult"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _WHERE["run_live"] = "online"
 
-__all__ = sorted(_WHERE) + ["__version__"]
+__all__ = sorted(_WHERE) + ["__version__", "replay", "sweep"]
+
+
+_SUBMODULES = frozenset({"replay", "sweep"})
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"optscale_jax.{name}")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'optscale_jax' has no attribute {name!r}")

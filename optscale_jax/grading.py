@@ -44,6 +44,7 @@ from optscale_jax.answers import (
 )
 from optscale_jax.io.search_and_learn import read_search_and_learn
 from optscale_jax.pool import Pool
+from optscale_jax.selection import best_of_n_index, majority_index, weighted_vote_index
 
 __all__ = [
     "CheckResult",
@@ -577,8 +578,6 @@ def search_and_learn_agreement(
     Returns:
         A JSON-serialisable dict with the figures above and per-field counts.
     """
-    from optscale_jax.policies.selection import best_of_n_index, majority_index, weighted_vote_index
-
     path = Path(path)
     pool = read_search_and_learn(path, aggregate="last")
     records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]

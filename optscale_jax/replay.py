@@ -23,8 +23,8 @@ import numpy as np
 
 from optscale_jax.grading import VOTE_RULES, vote_classes
 from optscale_jax.policies import Observed, Policy
-from optscale_jax.policies.selection import prefix_best_of_n_index
 from optscale_jax.pool import Pool
+from optscale_jax.selection import prefix_best_of_n_index
 
 __all__ = [
     "ReplayResult",
@@ -363,7 +363,7 @@ def prefix_best_of_n(pool: Pool) -> np.ndarray:
 
     Returns:
         ``(Q, N)`` int64: column ``L - 1`` is the Best-of-N index among the first ``L``
-        samples (:func:`~optscale_jax.policies.selection.prefix_best_of_n_index`, the rule
+        samples (:func:`~optscale_jax.selection.prefix_best_of_n_index`, the rule
         of :class:`~optscale_jax.policies.BestOfN`).
     """
     return prefix_best_of_n_index(pool.scores, pool.mask, pool.selectable)

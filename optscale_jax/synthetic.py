@@ -76,8 +76,8 @@ import numpy as np
 from scipy.special import betaincinv, ndtr, ndtri
 
 from optscale_jax.io.datadir import shared_data_dir
-from optscale_jax.policies.selection import prefix_best_of_n_index, prefix_majority_index
 from optscale_jax.pool import Pool
+from optscale_jax.selection import prefix_best_of_n_index, prefix_majority_index
 
 __all__ = [
     "DATASETS",

@@ -90,7 +90,7 @@ def test_matches_scipy_in_moderate_tails():
 
 
 def test_numpyro_truncated_normal_fails_where_we_do_not():
-    """The trap DESIGN.md names: numpyro loses the normaliser when [0, 1] lies far above loc."""
+    """A known trap: numpyro loses the normaliser when [0, 1] lies far above loc."""
     loc, scale, x = -10.0, 1.0, 0.9
     want = _ref(x, loc, scale)[0]
     theirs = float(dist.TruncatedNormal(loc, scale, low=0.0, high=1.0).log_prob(x))

@@ -11,6 +11,15 @@ live-only MR-Thinking (:mod:`.mr_thinking`) and the table from method names to p
 
 from typing import TYPE_CHECKING, Any
 
+from optscale_jax.selection import (
+    answer_counts,
+    best_of_n_index,
+    majority_index,
+    prefix_best_of_n_index,
+    prefix_majority_index,
+    weighted_vote_index,
+)
+
 from .base import Observed, Policy
 from .baselines import (
     ASC,
@@ -33,14 +42,6 @@ from .optscale import (
     stops_at_check,
 )
 from .registry import POLICY_NAMES, SWEEP_METHODS, Method, make
-from .selection import (
-    answer_counts,
-    best_of_n_index,
-    majority_index,
-    prefix_best_of_n_index,
-    prefix_majority_index,
-    weighted_vote_index,
-)
 
 if TYPE_CHECKING:  # core names, re-exported lazily below so that importing this does not start JAX
     from optscale_jax.fit import fit_status_usable

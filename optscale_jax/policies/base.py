@@ -1,7 +1,7 @@
 """The policy interface: what a policy sees (:class:`Observed`) and what it answers.
 
 The selection rules policies share (Best-of-N, voting) are in
-:mod:`optscale_jax.policies.selection`.
+:mod:`optscale_jax.selection`.
 
 A *policy* decides, for every question at once, how many samples it wants so far
 (:meth:`Policy.want`) and which drawn sample it keeps (:meth:`Policy.select`).

@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from optscale_jax.selection import (
+    answer_counts,
+    best_of_n_index,
+    majority_index,
+    weighted_vote_index,
+)
+
 from .base import Observed
-from .selection import answer_counts, best_of_n_index, majority_index, weighted_vote_index
 
 __all__ = [
     "BestOfN",
@@ -59,7 +65,7 @@ class _FixedBudget:
 class BestOfN(_FixedBudget):
     """Best-of-N: draw ``n`` samples, keep the highest-scoring one.
 
-    Selection follows :func:`~optscale_jax.policies.selection.best_of_n_index`: the highest
+    Selection follows :func:`~optscale_jax.selection.best_of_n_index`: the highest
     score, empty completions never (unless nothing else), ties to the first drawn. This is the reference rule of the OptScale
     paper (Wang et al. 2025, arXiv 2506.22376, Table 1 "Best-of-N").
 

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from optscale_jax.selection import best_of_n_index
+
 from .base import Observed
-from .selection import best_of_n_index
 
 if TYPE_CHECKING:  # re-exported lazily below (importing the policies must not start JAX)
     from optscale_jax.fit import fit_status_usable
