@@ -218,6 +218,7 @@ _SCREEN_MIN_SIZE = 4096
 _SCREEN_Z = 40.0  # beyond this many σ, float32 inputs are not trusted at all
 
 
+@partial(jax.jit, static_argnames=("n_min", "n_max"))
 def _n_star_screened(mu, sigma, s_min, alpha, *, n_min, n_max):
     """float64 N* that computes the float64 log CDF only where float32 could be wrong.
 
