@@ -15,6 +15,7 @@ from optscale_jax.answers import extract_answer
 from optscale_jax.scores import aggregate_step_scores
 
 __all__ = [
+    "FileFieldError",
     "MAX_TOKENS",
     "PoolFormatError",
     "check_id",
@@ -27,8 +28,10 @@ __all__ = [
 ]
 
 
-class PoolFormatError(ValueError):
-    """A pool or prompts file is malformed; the message names file, record and field.
+class FileFieldError(ValueError):
+    """A malformed input file; the message names the file, the record and the field.
+
+    The base of :class:`PoolFormatError` and :class:`~optscale_jax.io.priors.PriorsFileError`.
 
     Attributes:
         path: the file.
@@ -46,6 +49,16 @@ class PoolFormatError(ValueError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{': '.join(where)}: {message}")
+
+
+class PoolFormatError(FileFieldError):
+    """A pool or prompts file is malformed; the message names file, record and field.
+
+    Attributes:
+        path: the file.
+        record: human-readable record locator (``"line 3"``, ``"record 2"``), or ``None``.
+        field: the offending field, or ``None``.
+    """
 
 
 def is_number(x: Any) -> bool:

@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from optscale_jax.io._common import FileFieldError
+
 __all__ = [
     "COLUMNS",
     "DEFAULT_WIDTH",
@@ -68,7 +70,7 @@ DEFAULT_WIDTH = 0.1
 """The authors' prior std for both μ and σ (used for their list files)."""
 
 
-class PriorsFileError(ValueError):
+class PriorsFileError(FileFieldError):
     """A priors file is malformed; the message names file, record and field.
 
     Attributes:
@@ -76,17 +78,6 @@ class PriorsFileError(ValueError):
         record: record locator (``"record 3"``, ``"record 3 (question 'x')"``) or ``None``.
         field: the offending field, or ``None``.
     """
-
-    def __init__(self, path: str | os.PathLike, record: str | None, field: str | None, message: str):
-        self.path = str(path)
-        self.record = record
-        self.field = field
-        where = [self.path]
-        if record is not None:
-            where.append(record)
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{': '.join(where)}: {message}")
 
 
 class NonPositiveSigmaCentreWarning(UserWarning):
