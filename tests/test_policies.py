@@ -480,3 +480,12 @@ def test_synthetic_majority_curve_on_a_reordered_pool() -> None:
     picks = [majority_index(pool.mask & (np.arange(16)[None, :] < n), pool.answer_ids) for n in ns]
     want = [np.mean(pool.correct[np.arange(100), j] & (pool.answer_ids[np.arange(100), j] >= 0)) for j in picks]
     np.testing.assert_allclose(majority_accuracy(pool, ns, vote="math-verify"), want)
+
+
+def test_registry_default_alpha_matches_the_cli_default_quantile() -> None:
+    """make()'s default alpha is the target probability 1 - quantile, with the CLI's
+    default quantile 0.05 (not the quantile itself)."""
+    from optscale_jax.policies.registry import make
+
+    pol = make("OptScale0", n_max=8)
+    assert pol.alpha == pytest.approx(1.0 - 0.05)

@@ -170,7 +170,7 @@ def make(
     *,
     n_max: int,
     s_min: float = 0.95,
-    alpha: float = 0.05,
+    alpha: float = 0.95,
     prior: Any = None,
     mode: str = "oneshot",
     n_questions: int = 1,
@@ -183,7 +183,8 @@ def make(
         n_max: sample budget per question (the fixed N of BoN/SC/WeightedSC; rounds
             for MR-Thinking).
         s_min: OptScale target score.
-        alpha: OptScale target probability (``1 - quantile``).
+        alpha: OptScale target probability that the best sample reaches ``s_min``
+            (``1 - quantile``; default 0.95, i.e. quantile 0.05).
         prior: OptScaleᵗ prior (default: :func:`optscale_jax.model.population_prior`);
             ignored by every other method.
         mode: OptScale ``"oneshot"`` or ``"sequential"``.
