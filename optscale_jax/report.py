@@ -237,14 +237,13 @@ def plot_frontier(result: SweepResult, path: str | Path | None = None, *, ax: An
     Returns:
         The matplotlib figure.
     """
-    import matplotlib
-
     if ax is None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+        # A pyplot-free figure: no GUI backend needed and the caller's backend untouched
+        # (a notebook shows it with display(fig)).
+        from matplotlib.figure import Figure
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 5.5))
+        fig = Figure(figsize=(8, 5.5))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     for m in result.meta.get("methods", list(_STYLE)):
@@ -307,8 +306,6 @@ def write_report(result: SweepResult, out_dir: str | Path, *, extra: dict[str, A
     Returns:
         Mapping of report kind to path.
     """
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = table1_rows(result)
@@ -322,8 +319,7 @@ def write_report(result: SweepResult, out_dir: str | Path, *, extra: dict[str, A
     paths["markdown"].write_text(table_markdown(result, rows), encoding="utf-8")
     paths["csv"].write_text(table_csv(result, rows), encoding="utf-8")
     paths["latex"].write_text(table_latex(result, rows), encoding="utf-8")
-    fig = plot_frontier(result, paths["png"])
-    plt.close(fig)
+    plot_frontier(result, paths["png"])  # a pyplot-free figure: nothing to close
     payload = result.to_dict()
     payload["table1"] = rows
     if extra:
