@@ -1,8 +1,8 @@
 """Selection rules: which drawn sample a policy keeps. The one home of Best-of-N and voting.
 
-Every rule works on all questions at once and has a *prefix* variant that gives the choice
-for every prefix length in one pass (used by the sweep and the synthetic twin's calibration
-curves). None of them assumes anything about how answer classes are numbered: ties go to
+Every rule works on all questions at once; Best-of-N and majority vote also have a *prefix*
+variant that gives the choice for every prefix length in one pass (used by the sweep and
+the synthetic twin's calibration curves). None of them assumes anything about how answer classes are numbered: ties go to
 the class whose first sample was drawn first, found from sample positions, so a pool whose
 rows were re-ordered (:meth:`optscale_jax.pool.Pool.reorder`) votes the same way as one
 whose classes are numbered by first appearance.

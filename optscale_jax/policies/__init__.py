@@ -1,7 +1,8 @@
 """Stopping and selection rules, vectorised over questions.
 
 The :class:`Policy` protocol (:mod:`.base`), the selection rules every policy shares
-(:mod:`.selection`: Best-of-N, majority and weighted votes, with their prefix variants),
+(re-exported from :mod:`optscale_jax.selection`: Best-of-N, majority and weighted votes,
+prefix variants of Best-of-N and majority),
 the baselines of the OptScale paper's Table 1 (:mod:`.baselines`: Best-of-N,
 self-consistency, weighted voting, ESC, ASC, DSC), OptScale⁰ / OptScaleᵗ in one-shot and
 sequential modes with their stopping rule as pure functions (:mod:`.optscale`), the
