@@ -42,10 +42,11 @@ _OFFICIAL_NAMES = {"math500": "MATH500", "gsm8k": "GSM8K", "aime24": "AIME24", "
 
 
 def _pick(result: SweepResult, method: str, n_max: int, mode: str | None) -> dict[str, Any] | None:
-    if method in ("BoN", "SC", "WeightedSC"):
+    family = REGISTRY[method].family
+    if family == "fixed":
         recs = result.where(method=method, N=n_max)
         return recs[0] if recs else None
-    if method in ("OptScale0", "OptScaleT"):
+    if family == "optscale":
         return result.best(method, n_max, mode=mode)
     recs = result.where(method=method, n_max=n_max)
     return recs[0] if recs else None
@@ -75,7 +76,7 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
     rows: list[dict[str, Any]] = []
     for n in ns:
         for m in methods:
-            for mode in (modes if m.startswith("OptScale") else [None]):
+            for mode in (modes if REGISTRY[m].family == "optscale" else [None]):
                 rec = _pick(result, m, n, mode)
                 if rec is None:
                     continue

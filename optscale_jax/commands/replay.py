@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from optscale_jax.commands.options import load_prior_file, parse_grid
-from optscale_jax.policies.registry import REGISTRY, SWEEP_METHODS, lookup
+from optscale_jax.policies.registry import REGISTRY, SWEEP_METHODS, resolve
 
 __all__ = ["register", "parse_grid", "load_prior_file"]
 
@@ -111,11 +111,12 @@ def replay_command(
             if key == "all":
                 methods.extend(m for m in METHODS if m not in methods)
                 continue
-            found = lookup(key)
-            if found is None or not found.replayable:
-                raise typer.BadParameter(f"unknown policy {name.strip()!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy")
-            if found.name not in methods:
-                methods.append(found.name)
+            try:
+                canonical = resolve(key, replayable=True)
+            except ValueError:
+                raise typer.BadParameter(f"unknown policy {name.strip()!r}; choose from all, {', '.join(METHODS)}", param_hint="--policy") from None
+            if canonical not in methods:
+                methods.append(canonical)
     if not methods:
         raise typer.BadParameter("no policy given; choose from all, " + ", ".join(METHODS), param_hint="--policy")
     modes = {"oneshot": ["oneshot"], "sequential": ["sequential"], "both": ["oneshot", "sequential"]}.get(mode)
