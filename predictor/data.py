@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from optscale_jax.io.datadir import shared_data_dir
+
 __all__ = ["Split", "default_data_dir", "load_split"]
 
 
 def default_data_dir() -> Path:
-    """The shared data directory: ``$OPTSCALE_DATA``, else ``../shared/data``.
+    """The shared data directory: :func:`optscale_jax.io.shared_data_dir`, required.
 
-    ``../shared/data`` is looked up beside the repository checkout and beside
-    the current directory.
+    ``$OPTSCALE_DATA`` when set, else ``../shared/data`` beside the repository checkout
+    or beside the current directory (the one lookup rule of the package).
 
     Returns:
         The directory.
@@ -31,23 +33,13 @@ def default_data_dir() -> Path:
     Raises:
         FileNotFoundError: if none of the candidates exists.
     """
-    env = os.environ.get("OPTSCALE_DATA")
-    candidates = (
-        [Path(env)]
-        if env
-        else [
-            Path(__file__).resolve().parents[2] / "shared" / "data",
-            Path.cwd().parent / "shared" / "data",
-            Path.cwd() / "shared" / "data",
-        ]
-    )
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError(
-        "shared data not found; set OPTSCALE_DATA to the directory holding predictor/ "
-        f"(tried {', '.join(map(str, candidates))})"
-    )
+    found = shared_data_dir()
+    if found is None:
+        raise FileNotFoundError(
+            "shared data not found; set OPTSCALE_DATA to the directory holding predictor/ "
+            "(or place it at ../shared/data beside the repository or the current directory)"
+        )
+    return found
 
 
 @dataclass
