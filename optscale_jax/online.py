@@ -56,7 +56,6 @@ from optscale_jax.engines.base import (
     Scorer,
     describe,
 )
-from optscale_jax.engines.prm import AGGREGATIONS, aggregate_step_scores
 from optscale_jax.journal import (
     DEFAULT_PROMPT_TEMPLATE,
     HEADER_FLAGS,
@@ -78,6 +77,7 @@ from optscale_jax.journal import (
 )
 from optscale_jax.policies.base import Observed, Policy
 from optscale_jax.policies.mr_thinking import MR_THINKING_TEMPLATE, MRThinking, final_answer_text
+from optscale_jax.scores import AGGREGATIONS, aggregate_step_scores
 
 # The journal's names (format constants, errors, lock, header, reader) are re-exported: their
 # home is optscale_jax.journal, and `from optscale_jax.online import ...` keeps working.
@@ -409,7 +409,7 @@ def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
 def _draw_and_score(cfg: _Settings, wave: _Wave, engine: Engine, scorer: Scorer, *,
                     wave_index: int) -> list[SampleRecord]:
     """Draw the wave (one engine call) and score it (one PRM call), with aggregate and answers."""
-    from optscale_jax.grading import extract_answer
+    from optscale_jax.answers import extract_answer
 
     completions = engine.sample(wave.requests)
     if len(completions) != len(wave.requests) or any(

@@ -209,9 +209,9 @@ def run_command(
     from rich.markup import escape
 
     from optscale_jax.engines.base import EngineError, check_model_ref
-    from optscale_jax.engines.prm import AGGREGATIONS
     from optscale_jax.journal import check_run_dir, lock_run_dir, run_header
     from optscale_jax.online import load_benchmark, run
+    from optscale_jax.scores import AGGREGATIONS
 
     console = Console()
     if engine not in ENGINES:
