@@ -530,7 +530,6 @@ def summarise(
     return out
 
 
-
 class _Progress:
     """A tqdm bar when asked for, else nothing."""
 

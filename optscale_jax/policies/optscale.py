@@ -93,7 +93,6 @@ def official_peek(n_max: int) -> int:
     return _OFFICIAL_PEEK.get(n_max, min(n_max, max(1, round(n_max / 3))))
 
 
-
 # ----------------------------------------------------------------------------- the rule
 # Pure functions of counts and N*: the policy (round by round) and the sweep (every
 # prefix at once) both call them, so the stopping rule has one implementation.
@@ -212,6 +211,7 @@ def sequential_draws(
     cap_r = cap_b[:, 0]
     drawn = np.where(stop.any(axis=1), np.asarray(lengths)[first], cap_r)
     return np.minimum(drawn, cap_r).astype(np.int64)
+
 
 @dataclass
 class OptScale:
