@@ -15,7 +15,8 @@ import typer
 from scipy.optimize import minimize
 from typer.testing import CliRunner
 
-from optscale_jax.commands.replay import load_prior_file, register
+from optscale_jax.commands.options import load_prior_file
+from optscale_jax.commands.replay import register
 from optscale_jax.fit import fit_map
 from optscale_jax.io.priors import (
     NonPositiveSigmaCentreWarning,

@@ -13,7 +13,7 @@ import typer
 from optscale_jax.commands.options import load_prior_file, parse_grid
 from optscale_jax.policies.registry import REGISTRY, SWEEP_METHODS, resolve
 
-__all__ = ["register", "parse_grid", "load_prior_file"]
+__all__ = ["register"]
 
 _HELP = (
     "Replay scaling methods over a pool of scored completions and write Table 1 (markdown, CSV, "
