@@ -14,7 +14,6 @@ importable from here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,20 +34,6 @@ __all__ = [
     "run_policy",
     "tokens_and_correct",
 ]
-
-#: Names that moved to :mod:`optscale_jax.sweep`, still importable from here. Resolved
-#: on first use: the sweep is built on this module, not the other way round.
-_SWEEP_NAMES = frozenset({
-    "GridClippedWarning", "Grid", "METHODS", "OFFICIAL_GRID", "SweepResult", "clip_grid",
-    "pool_width", "sweep",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SWEEP_NAMES:
-        return getattr(importlib.import_module("optscale_jax.sweep"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # --------------------------------------------------------------------------- engine
 def _observe(

@@ -148,7 +148,7 @@ def test_the_optscale_command_computes_in_float64(tmp_path) -> None:
     import subprocess
     import sys
 
-    from optscale_jax.replay import Grid, sweep
+    from optscale_jax.sweep import Grid, sweep
     from optscale_jax.synthetic import synthetic_pool
 
     spec = "s_min=0.95,0.96;quantile=0.01,0.035;n_max=8,32"

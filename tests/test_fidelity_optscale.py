@@ -44,7 +44,8 @@ from optscale_jax.nstar import n_star, n_star_official, n_star_official_table
 from optscale_jax.policies import OptScale
 from optscale_jax.policies.optscale import compute_n_star, gaussian_prior, official_peek
 from optscale_jax.pool import Pool
-from optscale_jax.replay import Grid, run_policy, sweep
+from optscale_jax.replay import run_policy
+from optscale_jax.sweep import Grid, sweep
 
 pytestmark = pytest.mark.data
 

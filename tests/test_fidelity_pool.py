@@ -22,7 +22,8 @@ from optscale_jax.fit import fit_mle
 from optscale_jax.grading import grade_pool
 from optscale_jax.io import PoolFormatError, read_official
 from optscale_jax.pool import Pool
-from optscale_jax.replay import Grid, prefix_best_of_n, sweep
+from optscale_jax.replay import prefix_best_of_n
+from optscale_jax.sweep import Grid, sweep
 
 
 def _record(qid, completions, scores, tokens, problem=None):

@@ -28,8 +28,8 @@ from optscale_jax.nstar import (
     posterior_n_star,
 )
 from optscale_jax.pool import Pool
-from optscale_jax.replay import Grid, GridClippedWarning, clip_grid, pool_width, sweep
 from optscale_jax.report import table1_rows
+from optscale_jax.sweep import Grid, GridClippedWarning, clip_grid, pool_width, sweep
 
 # ------------------------------------------------------------------------------- N*
 
