@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import official
 import pytest
 from scipy.optimize import minimize
+from test_pool import _official_record, _write
 
 from optscale_jax.fit import fit_mle
 from optscale_jax.grading import grade_pool
@@ -27,15 +27,7 @@ from optscale_jax.sweep import Grid, sweep
 
 
 def _record(qid, completions, scores, tokens, problem=None):
-    sc = {"completions": [completions], "scores": [scores], "completion_tokens": [tokens]}
-    if problem is not None:
-        sc["problem"] = [problem]
-    return {"id": qid, "output": "", "n": len(completions), "score": sc}
-
-
-def _write(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj))
-    return path
+    return _official_record(qid, completions, scores, tokens, problem=problem)
 
 
 def random_official_pool(rng: np.random.Generator, q: int, n: int, first_id: int):

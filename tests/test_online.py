@@ -271,30 +271,33 @@ def test_bad_runs_are_clear_errors(tmp_path, grader):
         read_samples(p)
 
 
-_KILLED = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, sys.argv[2])
-    from test_online import ToyEngine, ToyPRM, QUESTIONS
-    from optscale_jax.grading import Grader
-    from optscale_jax.online import run
-    from optscale_jax.policies import BestOfN
+def slow_run_script(*, sleep: float, n: int) -> str:
+    """A script that runs BestOfN(n) over QUESTIONS with an engine sleeping ``sleep`` s per
+    call, one question per wave (argv: run directory, tests directory)."""
+    return textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, sys.argv[2])
+        from test_online import ToyEngine, ToyPRM, QUESTIONS
+        from optscale_jax.grading import Grader
+        from optscale_jax.online import run
+        from optscale_jax.policies import BestOfN
 
-    class Slow(ToyEngine):
-        def sample(self, requests):
-            time.sleep(0.5)
-            return super().sample(requests)
+        class Slow(ToyEngine):
+            def sample(self, requests):
+                time.sleep({sleep})
+                return super().sample(requests)
 
-    with Grader(workers=0) as g:
-        run(QUESTIONS, Slow(), ToyPRM(), BestOfN(16), out=sys.argv[1], batch=1, grader=g)
-    """
-)
+        with Grader(workers=0) as g:
+            run(QUESTIONS, Slow(), ToyPRM(), BestOfN({n}), out=sys.argv[1], batch=1, grader=g)
+        """
+    )
 
 
 def test_process_killed_mid_run_resumes(tmp_path, grader):
     """SIGKILL a real run mid-way; the resumed run loses nothing and redraws nothing."""
     script = tmp_path / "killed.py"
-    script.write_text(_KILLED)
+    script.write_text(slow_run_script(sleep=0.5, n=16))
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(script), str(out), str(Path(__file__).parent)],
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from test_engine_openai import fake
-from test_online import QUESTIONS, ToyEngine, ToyPRM
+from test_online import QUESTIONS, ToyEngine, ToyPRM, slow_run_script
 from typer.testing import CliRunner
 
 from optscale_jax.engines.base import EngineError, ModelNotFoundError, check_model_ref
@@ -143,31 +143,11 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, grader):
     assert out.read_text() == "x"
 
 
-_SLOW_RUN = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, sys.argv[2])
-    from test_online import ToyEngine, ToyPRM, QUESTIONS
-    from optscale_jax.grading import Grader
-    from optscale_jax.online import run
-    from optscale_jax.policies import BestOfN
-
-    class Slow(ToyEngine):
-        def sample(self, requests):
-            time.sleep(0.25)
-            return super().sample(requests)
-
-    with Grader(workers=0) as g:
-        run(QUESTIONS, Slow(), ToyPRM(), BestOfN(12), out=sys.argv[1], batch=1, grader=g)
-    """
-)
-
-
 def test_second_cli_run_on_the_same_directory_stops_at_once(tmp_path, grader):
     """A run holds OUT; `optscale run` on OUT exits 2 naming its PID; the survivor's log is clean."""
     out = tmp_path / "run"
     script = tmp_path / "slow.py"
-    script.write_text(_SLOW_RUN)
+    script.write_text(slow_run_script(sleep=0.25, n=12))
     first = subprocess.Popen([sys.executable, str(script), str(out), str(Path(__file__).parent)],
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
