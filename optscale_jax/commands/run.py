@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,8 +63,8 @@ def make_engines(
     model: str,
     prm: str,
     *,
-    base_url: str = "http://localhost:8000",
-    prm_base_url: str | None = None,
+    base_url: str | Sequence[str] = "http://localhost:8000",
+    prm_base_url: str | Sequence[str] | None = None,
     temperature: float = 0.7,
     top_p: float = 0.95,
     max_tokens: int = 32768,
@@ -84,8 +85,9 @@ def make_engines(
         engine: ``vllm``, ``openai`` or ``transformers``.
         model: Generator id/path (served name for ``openai``).
         prm: PRM id/path (served name for ``openai``).
-        base_url: Generator server (``openai``).
-        prm_base_url: PRM server (``openai``; default ``base_url``).
+        base_url: Generator server (``openai``); several as a list or comma-separated,
+            shared by least outstanding work with a circuit breaker each.
+        prm_base_url: PRM server(s) (``openai``; default ``base_url``).
         temperature: Sampling temperature.
         top_p: Nucleus mass.
         max_tokens: Maximum completion tokens.
@@ -120,7 +122,7 @@ def make_engines(
         http = dict(concurrency=concurrency, timeout=timeout, max_retries=max_retries, api_key=api_key)
         return (
             OpenAIEngine(base_url, model, **sampling, **http),
-            OpenAIPRM(prm_base_url or base_url, prm, **http),
+            OpenAIPRM(prm_base_url if prm_base_url and _flat(prm_base_url) else base_url, prm, **http),
         )
     if engine == "transformers":
         from optscale_jax.engines.transformers import TransformersEngine, TransformersPRM
@@ -190,8 +192,8 @@ def run_command(
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_tokens: int = typer.Option(32768, "--max-tokens", min=1),
-    base_url: str = typer.Option("http://localhost:8000", "--base-url", help="Generator server (--engine openai)."),
-    prm_base_url: str | None = typer.Option(None, "--prm-base-url", help="PRM server (default: --base-url)."),
+    base_url: list[str] = typer.Option(["http://localhost:8000"], "--base-url", help="Generator server (--engine openai); repeat it or separate with commas for several servers, which share the requests by least outstanding work."),
+    prm_base_url: list[str] | None = typer.Option(None, "--prm-base-url", help="PRM server(s), like --base-url (default: --base-url)."),
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="HTTP requests in flight (--engine openai)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per HTTP request."),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries of transient HTTP failures."),
@@ -246,6 +248,15 @@ def run_command(
     # What decides the samples beyond the options: the prior file's bytes.
     provenance = None if prior is None else {
         "prior_file": {"sha256": hashlib.sha256(Path(prior).read_bytes()).hexdigest()}}
+    if engine == "openai":  # a malformed server URL is an error before OUT is touched
+        from optscale_jax.engines.balancer import parse_urls
+
+        for urls, flag in ((base_url, "--base-url"), (prm_base_url, "--prm-base-url")):
+            try:
+                if urls:
+                    parse_urls(urls, flag)
+            except ValueError as e:
+                _fail(console, str(e))
     if engine in ("transformers", "vllm"):  # a missing local model is an error before anything loads
         for ref, flag in ((model, "--model"), (prm, "--prm")):
             try:
@@ -297,6 +308,12 @@ def _fail(console: Any, message: str, code: int = 2) -> NoReturn:
 
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=code)
+
+
+def _flat(urls: str | Sequence[str]) -> list[str]:
+    """The non-empty comma-separated items of one URL option."""
+    items = [urls] if isinstance(urls, str) else list(urls)
+    return [u for item in items for u in str(item).split(",") if u.strip()]
 
 
 def register(app: typer.Typer) -> None:

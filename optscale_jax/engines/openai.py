@@ -15,6 +15,12 @@ Every request has a timeout; connection errors, timeouts, 429 and 5xx are
 retried with exponential backoff; other 4xx fail at once with the server's
 message. At most ``concurrency`` requests are in flight.
 
+Several servers (``base_url`` a list or comma-separated): each request goes to the
+server with the least work in flight, a failed attempt moves to another server with the
+same body and seed, and a circuit breaker per server stops sending to a dead one
+(:mod:`optscale_jax.engines.balancer`). To scale one endpoint instead, let vLLM spread it
+over GPUs itself: ``vllm serve MODEL --data-parallel-size K``.
+
 Checked against the request/response models of vLLM 0.32.0
 (``CompletionResponseChoice.token_ids``, ``ChatCompletionResponseChoice``,
 ``PoolingChatRequest``, ``PoolingResponse``).
@@ -30,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .balancer import Balancer, display_url
 from .base import Completion, EngineError, SampleRequest, check_requests
 from .prm import PRM_SYSTEM_PROMPT, STEP_TOKEN, prm_messages, split_steps, step_probabilities
 
@@ -39,22 +46,32 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class HTTPClient:
-    """JSON POSTs with timeouts, retries with exponential backoff and bounded concurrency.
+    """JSON POSTs to one or several servers: timeouts, retries with backoff, bounded concurrency.
+
+    With several base URLs, each attempt goes to the server with the least work in
+    flight, a failed attempt is retried on another server, and each server has a
+    circuit breaker (see :mod:`optscale_jax.engines.balancer`).
 
     Args:
-        base_url: Server root, e.g. ``"http://gpu-node:8000"`` (no ``/v1``).
-        api_key: Sent as a bearer token when given.
+        base_url: Server root, e.g. ``"http://gpu-node:8000"`` (no ``/v1``); several as a
+            list or comma-separated. All must serve the same model.
+        api_key: Sent as a bearer token (to every server) when given.
         timeout: Seconds per request (connect, read, write, pool).
-        max_retries: Retries after the first attempt for retryable failures.
-        backoff: First backoff in seconds; doubles each retry.
+        max_retries: Retries of retryable failures per server (each server gets at most
+            ``max_retries + 1`` attempts of one request).
+        backoff: First backoff in seconds before a retry on a server that already failed
+            this request; doubles each retry there. A move to another server does not wait.
         max_backoff: Upper bound of one backoff.
-        concurrency: Maximum requests in flight.
+        concurrency: Maximum requests in flight, over all servers together.
+        failure_threshold: Consecutive failed attempts that open a server's circuit breaker.
+        cooldown: Seconds an open breaker waits before one probe request.
         sleep: Injected for tests.
+        clock: Monotonic clock of the breakers (injected for tests).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         timeout: float = 600.0,
@@ -62,7 +79,10 @@ class HTTPClient:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         concurrency: int = 32,
+        failure_threshold: int = 5,
+        cooldown: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import httpx
 
@@ -71,7 +91,9 @@ class HTTPClient:
                 f"need concurrency >= 1, max_retries >= 0, timeout > 0; got {concurrency}, {max_retries}, {timeout}"
             )
         self._httpx = httpx
-        self.base_url = base_url.rstrip("/")
+        self.balancer = Balancer(base_url, failure_threshold=failure_threshold, cooldown=cooldown, clock=clock)
+        self.base_urls = list(self.balancer.urls)
+        self.base_url = self.base_urls[0]
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
@@ -79,58 +101,97 @@ class HTTPClient:
         self._sleep = sleep
         self._secret = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        self._clients = [
+            httpx.Client(
+                base_url=url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            )
+            for url in self.base_urls
+        ]
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the connection pools."""
+        for c in self._clients:
+            c.close()
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def stats(self) -> list[dict[str, Any]]:
+        """Per server: URL (no credentials), breaker state, attempts, failures, work done."""
+        return self.balancer.stats()
+
+    def post(self, path: str, body: dict[str, Any], *, weight: float = 1.0) -> dict[str, Any]:
         """POST JSON and return the decoded JSON response, retrying transient failures.
+
+        Args:
+            path: Endpoint, e.g. ``"/v1/completions"``.
+            body: JSON body (resent unchanged on a retry, on any server).
+            weight: The request's work for the balancer (samples asked for).
 
         Raises:
             EngineError: On a non-retryable status, an undecodable body, or when
-                the retries are exhausted (naming URL, attempts and last failure).
-                The API key never appears in the message, even if the server echoes it.
+                the retries are exhausted (naming URL, attempts and last failure);
+                :class:`~.balancer.ServersUnavailableError` when every server's
+                breaker is open. The API key never appears in the message, even if
+                the server echoes it.
         """
         try:
-            return self._post(path, body)
+            return self._post(path, body, float(weight))
         except EngineError as e:
             if not (self._secret and self._secret in str(e)):
                 raise
             message = str(e).replace(self._secret, "***")
-        raise EngineError(message)  # outside the handler: no link to the unredacted error
+            kind = type(e)
+        raise kind(message)  # outside the handler: no link to the unredacted error
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any], weight: float) -> dict[str, Any]:
         httpx = self._httpx
-        url = f"{self.base_url}{path}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+        tried: dict[int, int] = {}
+        attempts, last = 0, ""
+        while True:
+            i = self.balancer.acquire(weight, tried, self.max_retries + 1)
+            if i is None:
+                break
+            url = f"{display_url(self.base_urls[i])}{path}"
+            outcome, error = "neutral", ""
             try:
-                resp = self._client.post(path, json=body)
-            except httpx.TimeoutException as e:
-                last = f"timed out ({type(e).__name__})"
-                continue
-            except httpx.TransportError as e:
-                last = f"{type(e).__name__}: {e}"
-                continue
-            if resp.status_code in _RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                continue
-            if resp.status_code >= 400:
-                raise EngineError(f"POST {url} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
-            try:
-                return resp.json()
-            except ValueError as e:
-                raise EngineError(f"POST {url} returned a body that is not JSON: {resp.text[:300]!r}") from e
-        raise EngineError(f"POST {url} failed after {self.max_retries + 1} attempts; last: {last}")
+                k = tried.get(i, 0)
+                tried[i] = k + 1
+                attempts += 1
+                if k:
+                    self._sleep(min(self.max_backoff, self.backoff * 2 ** (k - 1)))
+                try:
+                    resp = self._clients[i].post(path, json=body)
+                except httpx.TimeoutException as e:
+                    outcome, error = "failed", f"timed out ({type(e).__name__})"
+                    continue
+                except httpx.TransportError as e:
+                    outcome, error = "failed", f"{type(e).__name__}: {e}"
+                    continue
+                if resp.status_code in _RETRY_STATUS:
+                    error = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                    # 429: alive but busy, retried but not a breaker failure
+                    outcome = "neutral" if resp.status_code == 429 else "failed"
+                    continue
+                if resp.status_code >= 400:
+                    raise EngineError(f"POST {url} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
+                try:
+                    data = resp.json()
+                except ValueError as e:
+                    raise EngineError(f"POST {url} returned a body that is not JSON: {resp.text[:300]!r}") from e
+                outcome = "ok"
+                return data
+            finally:
+                if error and self._secret:  # the balancer logs it
+                    error = error.replace(self._secret, "***")
+                if error:
+                    last = error if len(self.base_urls) == 1 else f"{url}: {error}"
+                self.balancer.release(i, weight, outcome, error)
+        if len(self.base_urls) == 1:
+            where = f"POST {display_url(self.base_url)}{path}"
+        else:
+            where = f"POST {path} to {len(self.base_urls)} servers"
+        raise EngineError(f"{where} failed after {attempts} attempts; last: {last}")
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """Apply ``fn`` to ``items`` with at most ``concurrency`` in flight; results in order."""
@@ -144,7 +205,9 @@ class OpenAIEngine:
     """Sample completions from an OpenAI-compatible (vLLM) server.
 
     Args:
-        base_url: Server root, e.g. ``"http://localhost:8000"``.
+        base_url: Server root, e.g. ``"http://localhost:8000"``; several (a list or
+            comma-separated) share the requests by least outstanding work (see
+            :class:`HTTPClient`).
         model: Served model name.
         chat: True: ``/v1/chat/completions`` (server-side chat template);
             False: ``/v1/completions`` with the prompt sent as is.
@@ -160,7 +223,7 @@ class OpenAIEngine:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         chat: bool = True,
@@ -212,7 +275,7 @@ class OpenAIEngine:
 
     def _one(self, r: SampleRequest) -> list[Completion]:
         path, body = self._body(r)
-        data = self.http.post(path, body)
+        data = self.http.post(path, body, weight=r.n)
         try:
             choices = sorted(data["choices"], key=lambda c: c["index"])
             usage = data.get("usage") or {}
@@ -250,7 +313,7 @@ class OpenAIPRM:
     """Score completions with a PRM served by ``vllm serve <prm> --runner pooling``.
 
     Args:
-        base_url: Server root.
+        base_url: Server root; several as for :class:`OpenAIEngine`.
         model: Served PRM name (e.g. ``"Qwen/Qwen2.5-Math-PRM-7B"``).
         step_token: Step separator token.
         system_prompt: System turn of the PRM conversation.
@@ -261,7 +324,7 @@ class OpenAIPRM:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         step_token: str = STEP_TOKEN,
