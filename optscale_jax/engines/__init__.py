@@ -4,6 +4,7 @@ Heavy dependencies (torch, transformers, vllm, httpx) are imported only when an
 engine is constructed.
 """
 
+from .balancer import ServersUnavailableError
 from .base import (
     DEFAULT_SYSTEM_PROMPT,
     Completion,
@@ -44,6 +45,7 @@ __all__ = [
     "OpenAIPRM",
     "SampleRequest",
     "Scorer",
+    "ServersUnavailableError",
     "TransformersEngine",
     "TransformersPRM",
     "VLLMEngine",
