@@ -26,6 +26,9 @@ from optscale_jax.families.base import (
     n_star_family,
     register,
 )
+from optscale_jax.families.beta import BETA, EPS, Beta
+from optscale_jax.families.logitnormal import LOGITNORMAL, LogitNormal
+from optscale_jax.families.mixture import MIXTURE, BetaMixture
 from optscale_jax.families.truncnorm import TRUNCNORM, TruncNorm
 
 __all__ = [
@@ -41,5 +44,12 @@ __all__ = [
     "n_star_family",
     "register",
     "TRUNCNORM",
+    "BETA",
+    "Beta",
+    "EPS",
+    "LOGITNORMAL",
+    "LogitNormal",
+    "MIXTURE",
+    "BetaMixture",
     "TruncNorm",
 ]

@@ -16,8 +16,8 @@ import numpy as np
 
 __all__ = ["maximise", "row_value_grad_hess"]
 
-#: Line-search step sizes 1, 1/2, ..., 2^-19.
-_STEPS = 2.0 ** -np.arange(0, 20, dtype=float)
+#: Line-search step sizes 1, 1/2, ..., 2^-13.
+_STEPS = 2.0 ** -np.arange(0, 14, dtype=float)
 
 
 def row_value_grad_hess(
@@ -32,10 +32,9 @@ def row_value_grad_hess(
     value = objective(theta)
     grad = grad_fn(theta)
     p = theta.shape[-1]
-    cols = [
-        jax.jvp(grad_fn, (theta,), (jnp.zeros_like(theta).at[:, k].set(1.0),))[1] for k in range(p)
-    ]
-    hess = jnp.stack(cols, axis=-1)
+    basis = jnp.broadcast_to(jnp.eye(p, dtype=theta.dtype)[:, None, :], (p,) + theta.shape)
+    cols = jax.vmap(lambda v: jax.jvp(grad_fn, (theta,), (v,))[1])(basis)  # (P, Q, P)
+    hess = jnp.moveaxis(cols, 0, -1)
     return value, grad, 0.5 * (hess + jnp.swapaxes(hess, -1, -2))
 
 
