@@ -277,11 +277,11 @@ def greedy_allocate(
                    iterations)
 
 
-def _cap(drawn: Any, n_max: int | None, k_max: int, q: int) -> jax.Array:
+def _cap(drawn: Any, n_max: Any, k_max: int, q: int) -> jax.Array:
     d = jnp.broadcast_to(jnp.asarray(drawn, dtype=jnp.int32), (q,))
     if n_max is None:
         return jnp.full((q,), k_max, dtype=jnp.int32)
-    return jnp.clip(int(n_max) - d, 0, k_max)
+    return jnp.clip(jnp.asarray(n_max, dtype=jnp.int32) - d, 0, k_max)
 
 
 def allocate(
@@ -293,7 +293,7 @@ def allocate(
     *,
     s_min: float,
     k_max: int,
-    n_max: int | None = None,
+    n_max: Any = None,
     min_gain_per_token: float = 0.0,
     max_samples: Any = None,
 ) -> Allocation:
@@ -312,7 +312,7 @@ def allocate(
         budget: tokens this allocation may spend.
         s_min: target score.
         k_max: most new samples per question in this wave (static).
-        n_max: most samples per question in all (None: no cap).
+        n_max: most samples per question in all, scalar or ``(Q,)`` (None: no cap).
         min_gain_per_token: stop questions whose next sample gains less per token.
         max_samples: most new samples in all this wave (None: no limit).
 
@@ -355,7 +355,7 @@ def allocate_expected_accuracy(
     *,
     calibration: Calibration,
     k_max: int,
-    n_max: int | None = None,
+    n_max: Any = None,
     min_gain_per_token: float = 0.0,
     max_samples: Any = None,
 ) -> Allocation:

@@ -51,12 +51,14 @@ __all__ = [
     "RunMismatchError",
     "SampleRecord",
     "SamplesFormatError",
+    "append_allocation",
     "append_samples",
     "check_run_dir",
     "compare_headers",
     "lock_run_dir",
     "move_aside",
     "open_journal",
+    "read_allocations",
     "read_samples",
     "run_header",
 ]
@@ -489,6 +491,58 @@ def _check_sample(path: Path, line: int, rec: Any) -> None:
                 f"{path}: line {line}: field {name!r} is {shown}; expected {form}")
 
 
+def _check_allocation(path: Path, line: int, rec: dict[str, Any]) -> bool:
+    """Check a ``"kind": "allocation"`` record (a budget policy's plan of one wave); True."""
+    if not (_is_int(rec.get("wave")) and rec["wave"] >= 0):
+        raise SamplesFormatError(
+            f"{path}: line {line}: field 'wave' is {_show(rec.get('wave'))}; expected an "
+            "integer >= 0")
+    want = rec.get("extra")
+    if not (isinstance(want, list) and all(_is_int(v) and v >= 0 for v in want)):
+        raise SamplesFormatError(
+            f"{path}: line {line}: field 'extra' is {_show(want)}; expected a list of integers "
+            ">= 0 (new samples per question)")
+    return True
+
+
+def read_allocations(path: str | Path) -> dict[int, list[int]]:
+    """The per-wave allocations a budget policy logged: ``{wave: extra samples per question}``.
+
+    Args:
+        path: a run's ``samples.jsonl``.
+
+    Returns:
+        The plans by wave (the last record of a wave wins).
+    """
+    raw = Path(path).read_bytes()
+    out: dict[int, list[int]] = {}
+    for line in raw[: raw.rfind(b"\n") + 1].split(b"\n"):
+        if b'"allocation"' not in line:
+            continue
+        rec = json.loads(line)
+        if isinstance(rec, dict) and rec.get("kind") == "allocation":
+            out[int(rec["wave"])] = [int(v) for v in rec["extra"]]
+    return out
+
+
+def append_allocation(fh: IO[str], wave: int, extra: Sequence[int], **info: Any) -> None:
+    """Append one wave's allocation (before its samples are drawn), then flush and ``fsync``.
+
+    A resumed run reads it back (:func:`read_allocations`) and draws exactly this plan for
+    a wave whose samples did not all reach the file.
+
+    Args:
+        fh: The journal opened for appending.
+        wave: The wave index.
+        extra: New samples per question in this wave.
+        **info: More JSON fields (e.g. the remaining budget).
+    """
+    rec = {"kind": "allocation", "wave": int(wave), "extra": [int(v) for v in extra], **info}
+    fh.write(json.dumps(rec) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading, repairing, appending
 
@@ -519,6 +573,9 @@ def _scan(path: Path, *,
         raise SamplesFormatError(
             f"{path}: not a live-run samples file (no {FORMAT!r} header on line 1)")
     header, samples = records[0][1], records[1:]
+    samples = [(line, rec) for line, rec in samples
+               if not (isinstance(rec, dict) and rec.get("kind") == "allocation"
+                       and _check_allocation(path, line, rec))]
     seen: set[tuple[int, int]] = set()
     for line, rec in samples:
         _check_sample(path, line, rec)

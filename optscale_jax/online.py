@@ -68,10 +68,12 @@ from optscale_jax.journal import (
     RunMismatchError,
     SampleRecord,
     SamplesFormatError,
+    append_allocation,
     append_samples,
     check_run_dir,
     lock_run_dir,
     open_journal,
+    read_allocations,
     read_samples,
     run_header,
 )
@@ -204,6 +206,7 @@ class _LiveState:
     waves: int = 0
     engine_calls: int = 0
     budget_hit: bool = False
+    plans: dict[int, list[int]] = field(default_factory=dict)  # logged allocations by wave
 
     @property
     def tokens(self) -> int:
@@ -224,6 +227,8 @@ class _Wave:
     first: np.ndarray  # index of each one's first new sample
     prompts: list[str]
     requests: list[SampleRequest]
+    extra: np.ndarray | None = None  # a planning policy's allocation (all questions)
+    logged: bool = False  # ``extra`` was read back from the journal
 
 
 def run(
@@ -306,7 +311,8 @@ def run(
     )
     with lock_run_dir(out):
         journal = open_journal(out, header, len(questions), resume=resume)
-        state = _LiveState(rows=journal.rows, waves=journal.waves)
+        state = _LiveState(rows=journal.rows, waves=journal.waves,
+                           plans=read_allocations(journal.path))
         own_grader = grader is None
         g = Grader() if own_grader else grader
         report = _Progress(progress, total=len(questions) * cfg.n_max, initial=journal.resumed,
@@ -316,6 +322,9 @@ def run(
             state.classes = [_answer_classes(row, g) for row in state.rows]
             with open(journal.path, "a", encoding="utf-8") as fh:
                 while (wave := _plan_wave(cfg, state)) is not None:
+                    if wave.extra is not None and not wave.logged:
+                        append_allocation(fh, state.waves, wave.extra.tolist(),
+                                          tokens_spent=state.tokens)
                     new = _draw_and_score(cfg, wave, engine, scorer, wave_index=state.waves)
                     _record(fh, state, wave, new, g)
                     report.wave_done(state, open_questions=wave.questions.size, new=len(new))
@@ -384,7 +393,14 @@ def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
     new sample index), and prompted by the policy's ``prompt`` method if it has one.
     """
     obs = _observed(state, cfg.n_max)
-    want = np.asarray(cfg.policy.want(obs)).astype(np.int64)
+    plan = getattr(cfg.policy, "plan", None)  # a budget policy: its allocation is journaled
+    logged = plan is not None and state.waves in state.plans
+    if logged:  # a resumed run draws the plan logged for this wave, whatever a refit says
+        want = obs.n_drawn + np.asarray(state.plans[state.waves], dtype=np.int64)
+    elif plan is not None:
+        want = obs.n_drawn + np.asarray(plan(obs)).astype(np.int64)
+    else:
+        want = np.asarray(cfg.policy.want(obs)).astype(np.int64)
     if want.shape != (len(cfg.questions),):
         raise ValueError(f"policy {cfg.policy.name!r}: want() returned shape {want.shape}, "
                          f"expected ({len(cfg.questions)},)")
@@ -403,7 +419,8 @@ def _plan_wave(cfg: _Settings, state: _LiveState) -> _Wave | None:
                else cfg.base_prompts[i] for i in open_q]
     requests = [SampleRequest(p, int(more[i]), request_seed(cfg.seed, int(i), int(drawn[i])))
                 for i, p in zip(open_q, prompts, strict=True)]
-    return _Wave(questions=open_q, first=drawn[open_q], prompts=prompts, requests=requests)
+    return _Wave(questions=open_q, first=drawn[open_q], prompts=prompts, requests=requests,
+                 extra=more if plan is not None else None, logged=logged)
 
 
 def _draw_and_score(cfg: _Settings, wave: _Wave, engine: Engine, scorer: Scorer, *,

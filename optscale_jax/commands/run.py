@@ -36,6 +36,7 @@ def make_policy(
     mode: str = "oneshot",
     prior: Any = None,
     n_questions: int = 1,
+    **options: Any,
 ) -> Any:
     """Build a policy from its CLI name (:func:`optscale_jax.policies.registry.make`).
 
@@ -47,6 +48,7 @@ def make_policy(
         mode: OptScale ``oneshot`` or ``sequential``.
         prior: OptScaleᵗ prior (default: the replay evaluator's population prior).
         n_questions: Number of questions (for the default prior).
+        **options: Method options (the budget policies' ``token_budget``, ``wave_size``).
 
     Returns:
         The policy.
@@ -55,7 +57,7 @@ def make_policy(
         ValueError: For an unknown name.
     """
     return make(name, n_max=n_max, s_min=s_min, alpha=1.0 - quantile, mode=mode, prior=prior,
-                n_questions=n_questions)
+                n_questions=n_questions, **options)
 
 
 def make_engines(
@@ -184,7 +186,8 @@ def run_command(
     prior: Path | None = typer.Option(None, "--prior", help="OptScaleT prior file (the authors' *_train_mu_sigma.json or an optscale-priors JSON)."),
     prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
     batch: int | None = typer.Option(None, "--batch", "-b", min=1, help="At most this many new samples per question per wave (default: what the policy wants)."),
-    token_budget: int | None = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens."),
+    token_budget: int | None = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens; with --policy OptScaleBudget or UniformEliminate, the budget they spread across questions (at most one wave over)."),
+    wave_size: int | None = typer.Option(None, "--wave-size", min=1, help="OptScaleBudget / UniformEliminate: most new samples per wave, all questions together (default: the number of questions)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first LIMIT questions."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Shared data directory (default $OPTSCALE_DATA or ../shared/data)."),
     aggregate: str = typer.Option("mean", "--aggregate", help="Step-score aggregation: mean, last, min, product."),
@@ -239,7 +242,8 @@ def run_command(
                                     positions=None if limit is None else range(len(questions)))
     try:
         pol = make_policy(policy, n_max, s_min=s_min, quantile=quantile, mode=mode, prior=prior_obj,
-                          n_questions=len(questions))
+                          n_questions=len(questions), token_budget=token_budget,
+                          wave_size=wave_size)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--policy") from None
     if aggregate not in AGGREGATIONS:

@@ -6,8 +6,9 @@ prefix variants of Best-of-N and majority),
 the baselines of the OptScale paper's Table 1 (:mod:`.baselines`: Best-of-N,
 self-consistency, weighted voting, ESC, ASC, DSC), OptScale⁰ / OptScaleᵗ in one-shot and
 sequential modes with their stopping rule as pure functions (:mod:`.optscale`), the
-live-only MR-Thinking (:mod:`.mr_thinking`) and the table from method names to policies
-(:mod:`.registry`).
+live-only MR-Thinking (:mod:`.mr_thinking`), the budget policies OptScaleBudget and
+UniformEliminate (:mod:`.budget`: one token budget across all questions) and the table
+from method names to policies (:mod:`.registry`).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from .baselines import (
     beta_majority_probability,
     top_two_counts,
 )
+from .budget import OptScaleBudget, UniformEliminate
 from .mr_thinking import MRThinking
 from .optscale import (
     OptScale,
@@ -42,6 +44,7 @@ from .optscale import (
     sequential_draws,
     stops_at_check,
 )
+from .optscale_h import OptScaleH
 from .registry import POLICY_NAMES, SWEEP_METHODS, Method, make
 
 if TYPE_CHECKING:  # core names, re-exported lazily below so that importing this does not start JAX
@@ -58,10 +61,13 @@ __all__ = [
     "Method",
     "Observed",
     "OptScale",
+    "OptScaleBudget",
+    "OptScaleH",
     "POLICY_NAMES",
     "Policy",
     "SWEEP_METHODS",
     "SelfConsistency",
+    "UniformEliminate",
     "WeightedVote",
     "answer_counts",
     "best_of_n_index",

@@ -13,10 +13,12 @@ from typing import Any
 
 from .base import Policy
 from .baselines import ASC, DSC, ESC, BestOfN, SelfConsistency, WeightedVote
+from .budget import OptScaleBudget, UniformEliminate
 from .mr_thinking import MRThinking
 from .optscale import OptScale
 
 __all__ = [
+    "DEFAULT_METHODS",
     "POLICY_NAMES",
     "Method",
     "REGISTRY",
@@ -37,11 +39,15 @@ class Method:
         label: the row label of the paper's Table 1.
         short: the label of console tables.
         family: ``"fixed"`` (a fixed N: BoN, SC, WeightedSC), ``"voter"`` (adaptive
-            voting: ESC, ASC, DSC), ``"optscale"`` or ``"live"`` (MR-Thinking: re-prompts,
-            so it cannot be replayed from a pool).
+            voting: ESC, ASC, DSC), ``"optscale"``, ``"budget"`` (one token budget across
+            questions: OptScaleBudget, UniformEliminate; options ``token_budget``,
+            ``wave_size``) or ``"live"`` (MR-Thinking: re-prompts, so it cannot be replayed
+            from a pool).
         uses_prior: the method reads a per-question prior (OptScaleᵗ).
         aliases: other accepted spellings (lower case).
         build: ``build(n_max, s_min=, alpha=, prior=, mode=, **options)`` -> policy.
+        in_all: part of the default method set (:data:`DEFAULT_METHODS`: a sweep's default,
+            ``optscale replay --policy all``); False for opt-in methods (OptScaleH).
     """
 
     name: str
@@ -51,6 +57,7 @@ class Method:
     uses_prior: bool
     build: Callable[..., Policy]
     aliases: tuple[str, ...] = ()
+    in_all: bool = True
 
     @property
     def replayable(self) -> bool:
@@ -91,13 +98,41 @@ def _optscale(map_fit: bool) -> Callable[..., Policy]:
             from optscale_jax.model import population_prior
 
             prior = population_prior(n_questions)
-        return OptScale(n_max=n_max, s_min=s_min, alpha=alpha, mode=mode, prior=prior)
+        family = options.get("family") or "truncnorm"  # score family (optscale_jax.families)
+        return OptScale(n_max=n_max, s_min=s_min, alpha=alpha, mode=mode, prior=prior,
+                        family=family)
 
     return build
 
 
+def _optscale_h(
+    n_max: int, *, s_min: float, alpha: float, mode: str = "oneshot", prior: Any = None, **options: Any
+) -> Policy:
+    """OptScaleH; options ``covariates``, ``method``, ``ridge``, ``population``, ``n_init``, ``step``, ``k``."""
+    from .optscale_h import OptScaleH
+
+    known = ("covariates", "method", "ridge", "population", "n_init", "step", "k")
+    return OptScaleH(n_max=n_max, s_min=s_min, alpha=alpha, mode=mode,
+                     **{k: v for k, v in options.items() if k in known})
+
+
 def _mr_thinking(n_max: int, **options: Any) -> Policy:
     return MRThinking(n_max)
+
+
+def _budget(cls: type) -> Callable[..., Policy]:
+    """A budget policy; ``token_budget``, ``wave_size`` and the class's other fields as options."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)} - {"n_max", "s_min", "name"}
+
+    def build(n_max: int, *, s_min: float, prior: Any = None, **options: Any) -> Policy:
+        kw = {k: v for k, v in options.items() if k in known}
+        if prior is not None and "prior" in known:
+            kw["prior"] = prior
+        return cls(n_max=n_max, s_min=s_min, **kw)
+
+    return build
 
 
 #: Every method, in the order of the paper's Table 1 (then the live-only ones).
@@ -114,8 +149,16 @@ REGISTRY: dict[str, Method] = {
                _optscale(map_fit=False)),
         Method("OptScaleT", "OptScale$^t$ (MAP) (Ours)", "OptScaleᵗ", "optscale", True,
                _optscale(map_fit=True)),
+        Method("OptScaleH", "OptScale$^H$ (MAP, population law learned from the pool)", "OptScaleᴴ",
+               "optscale", False, _optscale_h, aliases=("optscale-h", "hierarchical"), in_all=False),
         Method("MR-Thinking", "MR-Thinking", "MR-Thinking", "live", False, _mr_thinking,
                aliases=("mrthinking", "mr")),
+        Method("OptScaleBudget", "OptScale-Budget (one token budget, greedy gain per token)",
+               "OptScale-Budget", "budget", False, _budget(OptScaleBudget),
+               aliases=("optscale-budget", "budget")),
+        Method("UniformEliminate", "Uniform + elimination (after arXiv 2506.12721)",
+               "UniformElim", "budget", False, _budget(UniformEliminate),
+               aliases=("uniform-eliminate", "eliminate")),
     )
 }
 
@@ -123,6 +166,9 @@ REGISTRY: dict[str, Method] = {
 POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 #: The methods a sweep replays over a pool (``optscale replay --policy``).
 SWEEP_METHODS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.replayable)
+#: The replayable methods run by default (a sweep's default; ``--policy all``): all but the
+#: opt-in ones (OptScaleH, which fits a population law per peek).
+DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in SWEEP_METHODS if REGISTRY[n].in_all)
 
 _BY_KEY = {key: m for m in REGISTRY.values() for key in (m.name.lower(), *m.aliases)}
 
