@@ -293,3 +293,24 @@ def test_family_model_log_density_is_objective_plus_prior():
         want += scipy.stats.beta.logpdf(_clamp(x), *np.exp(theta[q])).sum()
         want += scipy.stats.norm.logpdf(theta[q], tp.loc[q], tp.scale[q]).sum()
     np.testing.assert_allclose(float(ld), want, rtol=1e-9)
+
+
+def test_optscale_policy_with_a_family_stops_at_its_n_star():
+    from optscale_jax.policies import Observed
+    from optscale_jax.policies.registry import make
+
+    rng = np.random.default_rng(9)
+    scores, _ = _ragged_rows(rng, lambda r, n: r.beta(6, 1, n))
+    mask = np.zeros((Q, N), bool)
+    mask[:, :5] = True  # the one-shot peek for n_max = 16
+    obs = Observed(scores=scores, mask=mask, answer_ids=np.zeros((Q, N), np.int32),
+                   tokens=np.ones((Q, N), int))
+    pol = make("OptScale0", n_max=16, s_min=0.97, alpha=0.9, family="beta")
+    assert pol.name == "OptScale0-oneshot-beta" and pol.k == 5
+    fit = fam.get("beta").fit(scores, mask)
+    p = _np_params(fit.params)
+    F = scipy.stats.beta.cdf(0.97, p["a"], p["b"])
+    brute = [next((n for n in range(1, 17) if 1 - F[q] ** n >= 0.9), 16) for q in range(Q)]
+    np.testing.assert_array_equal(pol.want(obs), np.clip(brute, 5, 16))
+    with pytest.raises(ValueError, match="unknown score family"):
+        make("OptScale0", n_max=16, family="gamma")

@@ -231,6 +231,10 @@ class OptScale:
         step: new samples between refits in the sequential mode (``b``).
         nstar_rule: ``"closed"`` form or the authors' ``"official"`` grid scan.
         fit_options: keyword options passed to the solver.
+        family: the score family by name (:mod:`optscale_jax.families`): ``"truncnorm"``
+            (the paper; default, unchanged), ``"beta"``, ``"logitnormal"``, ``"mixture"``.
+            With another family the fit is that family's MLE (``prior=None``) or MAP
+            (``prior`` mapped by the family, see its module) and N* goes through its CDF.
     """
 
     n_max: int
@@ -244,6 +248,7 @@ class OptScale:
     nstar_rule: Literal["closed", "official"] = "closed"
     fit_options: dict[str, Any] = field(default_factory=dict, repr=False)
     name: str = ""
+    family: str = "truncnorm"
 
     def __post_init__(self) -> None:
         self.n_max = int(self.n_max)
@@ -264,9 +269,18 @@ class OptScale:
         checks = checkpoints(self.n_max, mode="sequential", n_init=self.n_init, step=self.step,
                              variant=self.variant)
         self.n_init = int(checks[0])
+        if self.family != "truncnorm":
+            from optscale_jax.families import get as get_family
+
+            get_family(self.family)  # ValueError naming the known families
+            if self.nstar_rule != "closed":
+                raise ValueError(f"OptScale.nstar_rule {self.nstar_rule!r} (the authors' grid scan) "
+                                 f"exists only for family 'truncnorm', got family {self.family!r}")
         if not self.name:
             base = "OptScale0" if self.prior is None else "OptScaleT"
             self.name = f"{base}-{self.mode}"
+            if self.family != "truncnorm":
+                self.name += f"-{self.family}"
 
     @property
     def variant(self) -> str:
@@ -294,6 +308,13 @@ class OptScale:
         if upto is not None:
             # Cut the mask, not the arrays: one compiled fit per pool shape.
             m = m & (np.arange(m.shape[1])[None, :] < upto)
+        if self.family != "truncnorm":
+            from optscale_jax.families import get as get_family
+            from optscale_jax.families import n_star_family
+
+            fit = get_family(self.family).fit(s, m, prior=self.prior)
+            ns = n_star_family(self.family, fit.params, self.s_min, self.alpha, n_max=self.n_max)
+            return np.asarray(ns, np.int64), fit_status_usable(fit.status)
         res = self._fit(s, m)
         ns = n_star_for_fits(
             res.mu, res.sigma, self.s_min, self.alpha, n_max=self.n_max, rule=self.nstar_rule
