@@ -14,6 +14,7 @@ importable from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,16 +25,26 @@ from optscale_jax.grading import VOTE_RULES, vote_classes
 from optscale_jax.policies import Observed, Policy
 from optscale_jax.pool import Pool
 from optscale_jax.selection import prefix_best_of_n_index
+from optscale_jax.sharding import slice_rows
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "ReplayResult",
     "bootstrap_ci",
     "pareto_frontier",
     "prefix_best_of_n",
     "replay",
     "run_policy",
+    "run_policy_chunked",
     "tokens_and_correct",
 ]
+
+#: Questions per chunk of :func:`replay` by default: pools up to this size run in one chunk.
+DEFAULT_CHUNK_SIZE = 4096
+#: Policies whose rule couples questions (DSC ranks every question; the budget policies
+#: share one token budget): never chunked.
+_COUPLED_POLICIES = ("DSC", "OptScaleBudget", "UniformEliminate")
+
 
 # --------------------------------------------------------------------------- engine
 def _observe(
@@ -105,6 +116,58 @@ def run_policy(
             f"{pool.question_ids[i]!r} (row {i}), which drew only {drawn[i]} samples"
         )
     return drawn, np.where(has, chosen, -1), rounds
+
+
+def _has_distribution(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(_has_distribution(v) for v in value)
+    return hasattr(value, "batch_shape")
+
+
+def _array_fields(policy: Policy) -> dict[str, Any] | None:
+    """The policy's non-scalar fields, or None when it cannot be cut into question chunks."""
+    if getattr(policy, "name", None) in _COUPLED_POLICIES or not dataclasses.is_dataclass(policy):
+        return None
+    out = {}
+    for f in dataclasses.fields(policy):
+        value = getattr(policy, f.name)
+        if not f.init or value is None or isinstance(value, (str, int, float)):
+            continue
+        if _has_distribution(value):
+            return None
+        out[f.name] = value
+    return out
+
+
+def _policy_rows(policy: Policy, rows: np.ndarray, q: int) -> Policy:
+    """The policy for some questions (per-question fields sliced)."""
+    changes = {k: slice_rows(v, rows, q) for k, v in (_array_fields(policy) or {}).items()}
+    return dataclasses.replace(policy, **changes) if changes else policy
+
+
+def run_policy_chunked(
+    pool: Pool, policy: Policy, *, chunk_size: int, vote: str = "official"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`run_policy` over questions in chunks of ``chunk_size``, concatenated.
+
+    Per-question policy fields (an OptScale prior's arrays) are sliced per chunk. A
+    policy that ranks all questions (DSC), or holds numpyro distributions that cannot be
+    sliced, runs on the whole pool. Results equal the unchunked run's.
+
+    Returns:
+        ``(n_drawn, chosen)`` as :func:`run_policy`.
+    """
+    q = pool.n_questions
+    if chunk_size >= q or _array_fields(policy) is None:
+        drawn, chosen, _ = run_policy(pool, policy, vote=vote)
+        return drawn, chosen
+    drawn_parts, chosen_parts = [], []
+    for start in range(0, q, chunk_size):
+        rows = np.arange(start, min(q, start + chunk_size))
+        d, c, _ = run_policy(pool.subset(rows), _policy_rows(policy, rows, q), vote=vote)
+        drawn_parts.append(d)
+        chosen_parts.append(c)
+    return np.concatenate(drawn_parts), np.concatenate(chosen_parts)
 
 
 def tokens_and_correct(pool: Pool, drawn: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,6 +334,7 @@ def replay(
     n_boot: int = 1000,
     level: float = 0.95,
     vote: str = "official",
+    chunk_size: int | None = None,
 ) -> ReplayResult:
     """Replay one policy over a pool.
 
@@ -286,6 +350,8 @@ def replay(
         seed: seed of the re-orderings and of the bootstrap.
         n_boot: bootstrap replicates for the confidence intervals (0 = none).
         level: confidence level.
+        chunk_size: questions per chunk (default :data:`DEFAULT_CHUNK_SIZE`); results
+            equal the unchunked run's (:func:`run_policy_chunked`).
 
     Returns:
         A :class:`ReplayResult`.
@@ -301,11 +367,15 @@ def replay(
         raise ValueError(f"n_perms must be >= 0, got {n_perms}")
     if vote not in VOTE_RULES:
         raise ValueError(f"vote must be one of {list(VOTE_RULES)}, got {vote!r}")
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
     pools = [pool] if n_perms == 0 else pool.permuted(seed, n_perms)
     drawn_all, tok_all, corr_all = [], [], []
     chosen_first = None
     for p in pools:
-        drawn, chosen, _ = run_policy(p, policy, vote=vote)
+        drawn, chosen = run_policy_chunked(p, policy, chunk_size=int(chunk_size), vote=vote)
         tokens, correct = tokens_and_correct(p, drawn, chosen)
         drawn_all.append(drawn)
         tok_all.append(tokens)
@@ -319,7 +389,7 @@ def replay(
     lo, hi = bootstrap_ci(stats, n_boot=n_boot, level=level, seed=seed)
     cfg = _policy_config(policy)
     cfg.update({"n_perms": int(n_perms), "seed": int(seed), "n_boot": int(n_boot), "level": level,
-                "vote": vote})
+                "vote": vote, "chunk_size": int(chunk_size)})
     return ReplayResult(
         name=policy.name,
         label=pool.label,

@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from optscale_jax.grading import VOTE_RULES, vote_classes
 from optscale_jax.policies.baselines import dsc_official_difficulty
 from optscale_jax.policies.optscale import checkpoints, oneshot_draws, sequential_draws
-from optscale_jax.policies.registry import REGISTRY, SWEEP_METHODS, make
+from optscale_jax.policies.registry import DEFAULT_METHODS, REGISTRY, SWEEP_METHODS, make
 from optscale_jax.pool import Pool
 from optscale_jax.replay import (
     bootstrap_ci,
@@ -34,8 +34,10 @@ from optscale_jax.replay import (
     run_policy,
     tokens_and_correct,
 )
+from optscale_jax.sharding import slice_rows
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "Grid",
     "GridClippedWarning",
     "METHODS",
@@ -55,6 +57,12 @@ __all__ = [
 
 #: Methods :func:`sweep` knows (every replayable method of the registry).
 METHODS: tuple[str, ...] = SWEEP_METHODS
+
+#: Questions per chunk of :func:`sweep` by default: pools up to this size run in one chunk.
+DEFAULT_CHUNK_SIZE = 4096
+#: Methods whose rule couples questions (DSC ranks every question of the pool): a chunked
+#: sweep runs them once on the whole pool.
+_WHOLE_POOL_METHODS = ("DSC", "OptScaleH")  # OptScaleH fits one population law to all questions
 
 #: OptScale method name of each fit variant.
 _OPTSCALE = {"MLE": "OptScale0", "MAP": "OptScaleT"}
@@ -437,25 +445,39 @@ def optscale_records(
     step: int,
     timings: dict[str, float],
     tick: Tick,
+    *,
+    method: str | None = None,
+    n_init: int | None = None,
 ) -> list[Record]:
     """OptScale of one fit variant over the grid, in each mode.
+
+    ``prior`` may be a callable ``prior(n_early)`` (OptScaleH: the population law fitted
+    on each row's first ``n_early`` scores); ``method`` names the records (default the
+    variant's) and ``n_init`` is the first sequential fit.
 
     Every (question, prefix length) is fitted once for all configurations; the draws
     follow :func:`~optscale_jax.policies.optscale.oneshot_draws` and
     :func:`~optscale_jax.policies.optscale.sequential_draws`, the policy's own rule.
     """
-    from optscale_jax.fit import fit_prefixes, fit_status_usable
-    from optscale_jax.nstar import n_star_for_fits
+    from optscale_jax.fit import fit_status_usable
+    from optscale_jax.sharding import fit_prefixes_sharded as fit_prefixes
+    from optscale_jax.sharding import n_star_sharded as n_star_for_fits
 
     recs: list[Record] = []
-    method = _OPTSCALE[variant]
+    method = _OPTSCALE[variant] if method is None else method
     s_min = np.asarray(grid.s_min, dtype=np.float64)
     alpha = np.asarray(grid.alpha, dtype=np.float64)
     n_cols = pool.n_max
     if "oneshot" in modes:
         peeks = sorted({int(checkpoints(n, mode="oneshot")[0]) for n in grid.n_max})
         t0 = time.perf_counter()
-        fits = fit_prefixes(pool.scores, pool.mask, prior, lengths=[min(k, n_cols) for k in peeks])
+        if callable(prior):  # one prior per peek, fitted on that peek's scores
+            parts = [fit_prefixes(pool.scores, pool.mask, prior(min(k, n_cols)), lengths=[min(k, n_cols)])
+                     for k in peeks]
+            fits = type(parts[0])(*(np.concatenate([np.asarray(f) for f in fs], axis=1)
+                                    for fs in zip(*parts, strict=True)))
+        else:
+            fits = fit_prefixes(pool.scores, pool.mask, prior, lengths=[min(k, n_cols) for k in peeks])
         mu, sigma = np.asarray(fits.mu), np.asarray(fits.sigma)
         timings[f"fit_oneshot_{variant}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -473,9 +495,10 @@ def optscale_records(
         timings[f"nstar_oneshot_{variant}"] = time.perf_counter() - t0
     if "sequential" in modes:
         top = min(max(grid.n_max), n_cols)
-        lengths = checkpoints(top, mode="sequential", step=step, variant=variant)
+        lengths = checkpoints(top, mode="sequential", step=step, variant=variant, n_init=n_init)
         t0 = time.perf_counter()
-        fits = fit_prefixes(pool.scores, pool.mask, prior, lengths=[int(n) for n in lengths])
+        seq_prior = prior(int(lengths[0])) if callable(prior) else prior
+        fits = fit_prefixes(pool.scores, pool.mask, seq_prior, lengths=[int(n) for n in lengths])
         timings[f"fit_sequential_{variant}"] = time.perf_counter() - t0
         usable = fit_status_usable(np.asarray(fits.status))  # (Q, L)
         mu, sigma = np.asarray(fits.mu), np.asarray(fits.sigma)
@@ -573,15 +596,64 @@ def _one_ordering(
             variant_prior = prior if REGISTRY[name].uses_prior else None
             recs += optscale_records(pool, outcomes, grid, variant, variant_prior, modes, nstar_rule, step,
                                      timings, tick)
+    if "OptScaleH" in methods:  # the population law fitted on each peek's / n_init's scores
+        from optscale_jax.policies.optscale_h import hierarchical_prior
+
+        def learned(n_early: int) -> Any:
+            return hierarchical_prior(pool.scores, pool.mask, n_early)[1]
+
+        recs += optscale_records(pool, outcomes, grid, "MAP", learned, modes, nstar_rule, step, timings, tick,
+                                 method="OptScaleH", n_init=2)
     add_time("optscale", t0)
     return recs
+
+
+def _chunked_ordering(
+    pool: Pool, grid: Grid, methods: Sequence[str], modes: Sequence[str], prior: Any,
+    nstar_rule: str, step: int, vote: str, timings: dict[str, float], tick: Tick, chunk_size: int,
+) -> list[Record]:
+    """:func:`_one_ordering` over questions in chunks of ``chunk_size``, merged exactly.
+
+    Every method but DSC is per question: each chunk gives per-question ``values`` that
+    are concatenated in pool order, so totals and bootstrap intervals (computed by
+    :func:`summarise` from the concatenated vectors) equal the unchunked run's. DSC ranks
+    all questions of the pool, so it runs once on the whole pool.
+    """
+    q = pool.n_questions
+    if chunk_size >= q:
+        return _one_ordering(pool, grid, methods, modes, prior, nstar_rule, step, vote, timings, tick)
+    separable = [m for m in methods if m not in _WHOLE_POOL_METHODS]
+    whole = [m for m in methods if m in _WHOLE_POOL_METHODS]
+    merged: list[list[Record]] = []
+    for start in range(0, q, chunk_size):
+        rows = np.arange(start, min(q, start + chunk_size))
+        part_times: dict[str, float] = {}
+        recs = _one_ordering(pool.subset(rows), grid, separable, modes, slice_rows(prior, rows, q),
+                             nstar_rule, step, vote, part_times, tick)
+        for key, v in part_times.items():
+            timings[key] = timings.get(key, 0.0) + v
+        if not merged:
+            merged = [[r] for r in recs]
+        else:
+            for acc, r in zip(merged, recs, strict=True):
+                acc.append(r)
+    out = [replace(parts[0], values=np.concatenate([r.values for r in parts], axis=0)) for parts in merged]
+    if whole:
+        t0 = time.perf_counter()
+        out += voter_records(pool, vote_classes(pool, vote), whole, grid.n_max, tick)
+        timings["adaptive_baselines"] = timings.get("adaptive_baselines", 0.0) + time.perf_counter() - t0
+    if "OptScaleH" in whole:
+        out += _one_ordering(pool, grid, ["OptScaleH"], modes, None, nstar_rule, step, vote, timings, tick)
+    order = _family(methods, "fixed") + _family(methods, "voter") + list(_OPTSCALE.values())
+    rank = {m: i for i, m in enumerate(order)}
+    return sorted(out, key=lambda r: rank.get(r.method, len(order)))  # stable: as unchunked
 
 
 def sweep(
     pool: Pool,
     *,
     grid: Grid | str = "official",
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     modes: Sequence[str] = ("oneshot",),
     prior: Any = None,
     nstar_rule: str = "closed",
@@ -592,6 +664,7 @@ def sweep(
     level: float = 0.95,
     progress: bool = False,
     vote: str = "official",
+    chunk_size: int | None = None,
 ) -> SweepResult:
     """Run every method over a grid on one pool.
 
@@ -606,7 +679,7 @@ def sweep(
     Args:
         pool: completions in drawing order.
         grid: a :class:`Grid` or ``"official"``.
-        methods: subset of :data:`METHODS`.
+        methods: subset of :data:`METHODS` (default: all but the opt-in OptScaleH).
         modes: OptScale modes, any of ``"oneshot"``, ``"sequential"``.
         prior: prior for OptScaleT (``GaussianPrior`` with per-question arrays); default
             a constant prior at :data:`optscale_jax.model.POPULATION_PRIOR_CENTRES` with std 0.1.
@@ -620,10 +693,18 @@ def sweep(
         vote: answer classes of SC, ESC, ASC and DSC: ``"official"`` (the authors' rule:
             exact extracted strings, "no answer" a class that can win) or
             ``"math-verify"`` (equivalence classes). Recorded in ``meta["vote"]``.
+        chunk_size: questions per chunk (default :data:`DEFAULT_CHUNK_SIZE`): fits, N*
+            and outcome tables are built one chunk at a time, so their memory is bounded
+            by the chunk, not the pool. Results equal the unchunked run's (DSC, which
+            ranks all questions, runs on the whole pool). Recorded in ``meta``.
 
     Returns:
         A :class:`SweepResult`.
     """
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
     grid, clipped, width = resolve_grid(pool, grid, methods, modes, n_perms, vote)
     if clipped:
         warnings.warn(
@@ -635,14 +716,15 @@ def sweep(
         len(_baseline_ns(grid.n_max)) * len(_family(methods, "fixed"))
         + len(grid.n_max) * len(_family(methods, "voter"))
         + len(_family(methods, "optscale")) * len(modes) * len(grid.n_max)
-    ) * max(1, n_perms)
+    ) * max(1, n_perms) * math.ceil(pool.n_questions / int(chunk_size))
     bar = _Progress(steps, f"sweep {pool.label}", progress)
     timings: dict[str, float] = {}
     pools = [pool] if n_perms == 0 else pool.permuted(seed, n_perms)
     t_start = time.perf_counter()
     try:
         per_ordering = [
-            _one_ordering(p, grid, methods, modes, prior, nstar_rule, step, vote, timings, bar.tick)
+            _chunked_ordering(p, grid, methods, modes, prior, nstar_rule, step, vote, timings, bar.tick,
+                              int(chunk_size))
             for p in pools
         ]
     finally:
@@ -671,5 +753,6 @@ def sweep(
             "n_boot": n_boot,
             "level": level,
             "vote": vote,
+            "chunk_size": int(chunk_size),
         },
     )

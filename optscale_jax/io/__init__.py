@@ -30,6 +30,7 @@ from optscale_jax.io.official import read_official
 from optscale_jax.io.parquet import (
     PARQUET_FORMAT_VERSION,
     PARQUET_METADATA_KEY,
+    iter_parquet_chunks,
     read_parquet,
     write_parquet,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "detect_format",
     "load_prior",
     "read_official",
+    "iter_parquet_chunks",
     "read_parquet",
     "read_pool",
     "read_priors",

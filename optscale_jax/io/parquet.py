@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,23 @@ import numpy as np
 from optscale_jax.io._common import PoolFormatError
 from optscale_jax.pool import Pool
 
-__all__ = ["PARQUET_FORMAT_VERSION", "PARQUET_METADATA_KEY", "read_parquet", "write_parquet"]
+__all__ = [
+    "PARQUET_FORMAT_VERSION",
+    "PARQUET_METADATA_KEY",
+    "PARQUET_ROW_GROUP_SIZE",
+    "iter_parquet_chunks",
+    "read_parquet",
+    "write_parquet",
+]
 
 #: Schema-metadata key of the pool's own fields (kept from the files' first home,
 #: ``optscale_jax.pool``, so existing files stay readable).
 PARQUET_METADATA_KEY = b"optscale_jax.pool"
 #: Version of the layout :func:`write_parquet` writes.
 PARQUET_FORMAT_VERSION = 1
+#: Questions per row group that :func:`write_parquet` writes by default, so that
+#: :func:`iter_parquet_chunks` can stream a large pool a few thousand questions at a time.
+PARQUET_ROW_GROUP_SIZE = 4096
 
 
 def _parquet_schema() -> Any:
@@ -39,7 +50,7 @@ def _parquet_schema() -> Any:
     )
 
 
-def write_parquet(pool: Pool, path: str | Path) -> Path:
+def write_parquet(pool: Pool, path: str | Path, *, row_group_size: int = PARQUET_ROW_GROUP_SIZE) -> Path:
     """Write a pool to Parquet (one row per question), losslessly.
 
     Per-question lists hold only the real samples; the padded width, dataset name,
@@ -49,6 +60,8 @@ def write_parquet(pool: Pool, path: str | Path) -> Path:
     Args:
         pool: the pool.
         path: output file (parent directories are created).
+        row_group_size: questions per Parquet row group (the unit
+            :func:`iter_parquet_chunks` reads).
 
     Returns:
         The path written.
@@ -63,6 +76,8 @@ def write_parquet(pool: Pool, path: str | Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if isinstance(row_group_size, bool) or not isinstance(row_group_size, (int, np.integer)) or row_group_size < 1:
+        raise ValueError(f"row_group_size must be a whole number >= 1, got {row_group_size!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -97,7 +112,7 @@ def write_parquet(pool: Pool, path: str | Path) -> Path:
     }
     schema = _parquet_schema().with_metadata({PARQUET_METADATA_KEY: meta_json.encode()})
     table = pa.Table.from_pydict(columns, schema=schema)
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=int(row_group_size))
     return path
 
 
@@ -121,6 +136,64 @@ def read_parquet(path: str | Path) -> Pool:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise PoolFormatError(path, None, None, f"not a readable Parquet file: {exc}") from None
+    return _pool_from_table(path, table)
+
+
+def iter_parquet_chunks(path: str | Path, questions_per_chunk: int = PARQUET_ROW_GROUP_SIZE) -> Iterator[Pool]:
+    """Read a pool written by :func:`write_parquet` a few questions at a time.
+
+    The file is read by row group (``pyarrow.parquet.ParquetFile.iter_batches``), so
+    memory is bounded by ``questions_per_chunk`` (and the file's row-group size), not by
+    the pool. Every chunk is checked as :func:`read_parquet` checks the whole file (row
+    numbers in errors count from the start of the file), and question ids must be unique
+    across chunks.
+
+    Args:
+        path: the Parquet file.
+        questions_per_chunk: questions per yielded pool (the last one may hold fewer).
+
+    Yields:
+        Pools whose concatenation, in order, is the pool :func:`read_parquet` returns.
+
+    Raises:
+        ValueError: ``questions_per_chunk`` < 1.
+        PoolFormatError: as :func:`read_parquet`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(questions_per_chunk, bool) or not isinstance(questions_per_chunk, (int, np.integer)) \
+            or questions_per_chunk < 1:
+        raise ValueError(f"questions_per_chunk must be a whole number >= 1, got {questions_per_chunk!r}")
+    path = Path(path)
+    try:
+        reader = pq.ParquetFile(path)
+        schema = reader.schema_arrow
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise PoolFormatError(path, None, None, f"not a readable Parquet file: {exc}") from None
+    row0 = 0
+    seen: dict[str, int] = {}
+    batches = reader.iter_batches(batch_size=int(questions_per_chunk))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a corrupt row group
+            raise PoolFormatError(path, f"row {row0}", None, f"not a readable Parquet row group: {exc}") from None
+        table = pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata)
+        chunk = _pool_from_table(path, table, row0)
+        for i, qid in enumerate(chunk.question_ids):
+            if qid in seen:
+                raise PoolFormatError(path, f"row {row0 + i}", "question_id",
+                                      f"duplicate id {qid!r} (also row {seen[qid]})")
+            seen[qid] = row0 + i
+        row0 += table.num_rows
+        yield chunk
+
+
+def _pool_from_table(path: Path, table: Any, row0: int = 0) -> Pool:
+    """A pool from a table of :func:`write_parquet`'s layout (rows ``row0``, ... of the file)."""
     raw = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
     if raw is None:
         raise PoolFormatError(path, None, None, "no optscale_jax.pool schema metadata (not written by write_parquet)")
@@ -147,7 +220,7 @@ def read_parquet(path: str | Path) -> Pool:
     for name in expected.names:
         if name not in table.column_names:
             raise PoolFormatError(path, None, name, "missing column")
-    _check_parquet_types(path, table, expected, meta)
+    _check_parquet_types(path, table, expected, meta, row0)
     cols = {name: table.column(name).to_pylist() for name in expected.names}
     q = table.num_rows
     lengths = [len(r) if r is not None else 0 for r in cols["scores"]]
@@ -162,20 +235,20 @@ def read_parquet(path: str | Path) -> Pool:
     for i, qid in enumerate(cols["question_id"]):
         if qid is None or not qid.strip():
             what = "is null" if qid is None else f"is {qid!r}"
-            raise PoolFormatError(path, f"row {i}", "question_id", f"{what}; expected a non-empty string id")
+            raise PoolFormatError(path, f"row {row0 + i}", "question_id", f"{what}; expected a non-empty string id")
         if qid in seen:
-            raise PoolFormatError(path, f"row {i}", "question_id", f"duplicate id {qid!r} (also row {seen[qid]})")
+            raise PoolFormatError(path, f"row {row0 + i}", "question_id", f"duplicate id {qid!r} (also row {row0 + seen[qid]})")
         seen[qid] = i
     for i in range(q):
         for name in ("scores", "tokens", "answers", "answer_ids", "correct", "empty"):
             row = cols[name][i]
             if row is None or len(row) != lengths[i]:
                 raise PoolFormatError(
-                    path, f"row {i} (question {cols['question_id'][i]!r})", name,
+                    path, f"row {row0 + i} (question {cols['question_id'][i]!r})", name,
                     f"has {0 if row is None else len(row)} entries, 'scores' has {lengths[i]}",
                 )
         if lengths[i] > n:
-            raise PoolFormatError(path, f"row {i}", "scores", f"{lengths[i]} samples exceed n_max {meta['n_max']}")
+            raise PoolFormatError(path, f"row {row0 + i}", "scores", f"{lengths[i]} samples exceed n_max {meta['n_max']}")
 
     def pad(name: str, fill: Any, dtype: Any) -> np.ndarray:
         out = np.full((q, n), fill, dtype=dtype)
@@ -190,7 +263,7 @@ def read_parquet(path: str | Path) -> Pool:
         for i, row in enumerate(cols["step_scores"]):
             if row is None or len(row) != lengths[i]:
                 raise PoolFormatError(
-                    path, f"row {i} (question {cols['question_id'][i]!r})", "step_scores",
+                    path, f"row {row0 + i} (question {cols['question_id'][i]!r})", "step_scores",
                     f"has {'null' if row is None else len(row)} entries, 'scores' has {lengths[i]} "
                     "(the schema metadata says the pool has step scores)",
                 )
@@ -200,7 +273,7 @@ def read_parquet(path: str | Path) -> Pool:
         raise PoolFormatError(path, None, None, str(exc)) from None
 
 
-def _check_parquet_types(path: Path, table: Any, expected: Any, meta: dict) -> None:
+def _check_parquet_types(path: Path, table: Any, expected: Any, meta: dict, row0: int = 0) -> None:
     """Every column of the kind write_parquet writes, without nulls inside the lists."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -238,7 +311,7 @@ def _check_parquet_types(path: Path, table: Any, expected: Any, meta: dict) -> N
                 for _ in range(depth_w - 1):
                     vals = [v for sub in vals if sub is not None for v in sub]
                 if any(v is None for v in vals):
-                    raise PoolFormatError(path, f"row {i}", name, "holds a null inside its list; expected a value for every sample")
+                    raise PoolFormatError(path, f"row {row0 + i}", name, "holds a null inside its list; expected a value for every sample")
         if pa.types.is_floating(w) and pa.types.is_integer(depth_g):
             continue
         if pa.types.is_integer(w) and pa.types.is_integer(depth_g) and (
