@@ -96,6 +96,7 @@ def replay_command(
     seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
     vote: str = typer.Option("official", "--vote", help="Vote rule of SC/ESC/ASC/DSC: official (the authors': exact extracted strings, 'no answer' votes and can win) or math-verify (equivalence classes; 'no answer' does not vote)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    chunk_size: int = typer.Option(4096, "--chunk-size", min=1, help="Questions per chunk: fits, N* and outcome tables are built a chunk at a time (memory bounded by the chunk; results equal one chunk)."),
 ) -> None:
     from rich.console import Console
 
@@ -182,7 +183,8 @@ def replay_command(
     with warnings.catch_warnings():  # _warn_clipped said it once already
         warnings.simplefilter("ignore", GridClippedWarning)
         result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar,
-                       step=step, n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote)
+                       step=step, n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote,
+                       chunk_size=chunk_size)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
     console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "
