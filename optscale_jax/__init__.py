@@ -70,7 +70,9 @@ _EXPORTS = {
     "grading": ["Grader", "equivalence_classes", "grade_pool"],
     "synthetic": ["synthetic_pool"],
     "policies": ["Observed", "Policy", "BestOfN", "SelfConsistency", "WeightedVote", "ESC", "ASC",
-                 "DSC", "OptScale", "MRThinking"],
+                 "DSC", "OptScale", "MRThinking", "OptScaleH"],
+    "hierarchical": ["PopulationLaw", "PopulationFit", "PAPER_POPULATION", "fit_population",
+                     "log_marginal_likelihood"],
     # The functions replay() and sweep() share their modules' names: the package
     # attributes are the modules (Python sets them on import anyway), so call
     # optscale_jax.replay.replay(...) and optscale_jax.sweep.sweep(...).

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from optscale_jax.commands.options import load_prior_file, parse_grid
-from optscale_jax.policies.registry import REGISTRY, SWEEP_METHODS, resolve
+from optscale_jax.policies.registry import DEFAULT_METHODS, REGISTRY, SWEEP_METHODS, resolve
 
 __all__ = ["register"]
 
@@ -79,7 +79,7 @@ def _summary_table(result: Any) -> Any:
 
 def replay_command(
     pool_path: Path | None = typer.Argument(None, metavar="POOL", help="Pool file (Parquet, search-and-learn JSONL or the authors' JSON). Default: the synthetic twin of MATH-500."),
-    policy: list[str] = typer.Option(["all"], "--policy", "-p", help=f"Method(s): all, {', '.join(SWEEP_METHODS)}. Repeatable."),
+    policy: list[str] = typer.Option(["all"], "--policy", "-p", help=f"Method(s): all (every one but OptScaleH), {', '.join(SWEEP_METHODS)}. Repeatable."),
     grid: str = typer.Option("official", "--grid", help="'official' or 's_min=0.9,0.95;quantile=0.05,0.1;n_max=8,16'."),
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot (the authors'), sequential, or both."),
     step: int = typer.Option(1, "--step", min=1, help="Sequential OptScale: new samples between refits (b)."),
@@ -110,7 +110,7 @@ def replay_command(
         for name in p.split(","):
             key = name.strip().lower()
             if key == "all":
-                methods.extend(m for m in METHODS if m not in methods)
+                methods.extend(m for m in DEFAULT_METHODS if m not in methods)
                 continue
             try:
                 canonical = resolve(key, replayable=True)
