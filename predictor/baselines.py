@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "GroupMean",
+    "KernelRidge",
     "Ridge",
     "mae",
     "metrics",
@@ -185,3 +186,96 @@ class Ridge:
         """Predictions ``(n, k)`` for features ``(n, d)``."""
         x = np.asarray(x, float)
         return ((x - self.x_mean) / self.x_scale) @ self.coef + self.y_mean
+
+
+@dataclass
+class KernelRidge:
+    """RBF kernel ridge regression on standardised features, labels centred.
+
+    ``k(a, b) = exp(−‖a − b‖² / (g · m))`` with ``m`` the median squared distance
+    between training rows; ``(g, λ)`` are chosen from grids by the squared error
+    on held-out rows (:meth:`fit`'s ``x_val, y_val``), or fixed when single values.
+
+    Attributes:
+        x_train: standardised training features ``(n, d)``.
+        x_mean, x_scale: feature standardisation.
+        y_mean: label means.
+        dual: ``(n, k)`` dual coefficients.
+        gamma: the kernel's inverse squared length ``1 / (g · m)``.
+        lam: the ridge penalty.
+        search: ``{"g=..,lam=..": held-out mean squared error}``.
+    """
+
+    x_train: np.ndarray
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: np.ndarray
+    dual: np.ndarray
+    gamma: float
+    lam: float
+    search: dict
+
+    @staticmethod
+    def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+        return np.maximum(d, 0.0)
+
+    @classmethod
+    def fit(
+        cls,
+        x: ArrayLike,
+        y: ArrayLike,
+        *,
+        x_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None,
+        widths: ArrayLike = (0.5, 1.0, 2.0),
+        lams: ArrayLike = (0.1, 0.3, 1.0, 3.0),
+    ) -> KernelRidge:
+        """Fit on ``x (n, d)``, ``y (n, k)``; pick ``(g, λ)`` on ``(x_val, y_val)``.
+
+        Raises:
+            ValueError: on mismatched shapes, or several candidates without held-out rows.
+        """
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if x.ndim != 2 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"x must be (n, d) with n == len(y); got {x.shape} and {y.shape}")
+        widths, lams = np.atleast_1d(widths).astype(float), np.atleast_1d(lams).astype(float)
+        if (widths <= 0).any() or (lams <= 0).any():
+            raise ValueError("kernel widths and penalties must be > 0")
+        if (len(widths) > 1 or len(lams) > 1) and (x_val is None or y_val is None):
+            raise ValueError("several (width, lam) candidates need x_val and y_val to choose")
+        y2 = y.reshape(len(y), -1)
+        x_mean, x_scale = x.mean(0), x.std(0)
+        x_scale = np.where(x_scale > 0, x_scale, 1.0)
+        xs = (x - x_mean) / x_scale
+        y_mean = y2.mean(0)
+        d = cls._sqdist(xs, xs)
+        med = float(np.median(d[np.triu_indices(len(xs), 1)])) if len(xs) > 1 else 1.0
+        med = med if med > 0 else 1.0
+        if x_val is not None:
+            xv = (np.asarray(x_val, float) - x_mean) / x_scale
+            yv = np.asarray(y_val, float).reshape(len(xv), -1)
+            dv = cls._sqdist(xv, xs)
+        best, search = None, {}
+        for g in widths:
+            gamma = 1.0 / (g * med)
+            evals, evecs = np.linalg.eigh(np.exp(-gamma * d))
+            uty = evecs.T @ (y2 - y_mean)
+            for lam in lams:
+                dual = evecs @ (uty / (evals + lam)[:, None])
+                if x_val is None:
+                    best = (0.0, gamma, lam, dual)
+                    continue
+                res = (np.exp(-gamma * dv) @ dual + y_mean) - yv
+                # each column's squared error relative to its held-out variance
+                err = float(((res**2).mean(0) / np.maximum(yv.var(0), 1e-300)).sum())
+                search[f"g={g:g},lam={lam:g}"] = err
+                if best is None or err < best[0]:
+                    best = (err, gamma, lam, dual)
+        _, gamma, lam, dual = best
+        return cls(xs, x_mean, x_scale, y_mean, dual, float(gamma), float(lam), search)
+
+    def predict(self, x: ArrayLike) -> np.ndarray:
+        """Predictions ``(n, k)`` for features ``(n, d)``."""
+        xs = (np.asarray(x, float) - self.x_mean) / self.x_scale
+        return np.exp(-self.gamma * self._sqdist(xs, self.x_train)) @ self.dual + self.y_mean
