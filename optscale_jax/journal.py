@@ -104,6 +104,7 @@ HEADER_FLAGS: dict[str, str] = {
     "policy.s_min": "--s-min",
     "policy.alpha": "--quantile (alpha = 1 - quantile)",
     "policy.mode": "--mode",
+    "policy.family": "--family",
     "policy.prior": "--prior / --prior-std",
     "prior_file.sha256": "--prior",
     "questions.dataset": "--dataset",

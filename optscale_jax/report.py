@@ -41,13 +41,15 @@ METHOD_LABELS: dict[str, str] = {name: m.label for name, m in REGISTRY.items() i
 _OFFICIAL_NAMES = {"math500": "MATH500", "gsm8k": "GSM8K", "aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23"}
 
 
-def _pick(result: SweepResult, method: str, n_max: int, mode: str | None) -> dict[str, Any] | None:
+def _pick(result: SweepResult, method: str, n_max: int, mode: str | None,
+          score_family: str | None = None) -> dict[str, Any] | None:
     family = REGISTRY[method].family
     if family == "fixed":
         recs = result.where(method=method, N=n_max)
         return recs[0] if recs else None
     if family == "optscale":
-        return result.best(method, n_max, mode=mode)
+        return result.best(method, n_max, mode=mode,
+                           **({} if score_family is None else {"family": score_family}))
     recs = result.where(method=method, n_max=n_max)
     return recs[0] if recs else None
 
@@ -57,7 +59,9 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
 
     For each n_max: BoN and SC at N = n_max, ESC/ASC/DSC at that budget, and OptScale's
     best grid configuration (highest accuracy, ties by fewest tokens, the rule that
-    reproduces the authors' table). Sequential OptScale rows follow when swept.
+    reproduces the authors' table). Sequential OptScale rows follow when swept. A sweep
+    over several score families (``meta["families"]``) has one OptScale row per family,
+    labelled ``[family]`` and with a ``family`` key.
 
     Args:
         result: a sweep.
@@ -73,16 +77,22 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
         ns = [n for n in ns if n <= width]
     methods = [m for m in METHOD_LABELS if m in result.meta.get("methods", METHOD_LABELS)]
     modes = result.meta.get("modes", ["oneshot"])
+    score_families = list(result.meta.get("families") or ["truncnorm"])
+    labelled = score_families != ["truncnorm"]  # records carry "family": one row per family
     rows: list[dict[str, Any]] = []
     for n in ns:
         for m in methods:
-            for mode in (modes if REGISTRY[m].family == "optscale" else [None]):
-                rec = _pick(result, m, n, mode)
+            is_opt = REGISTRY[m].family == "optscale"
+            for mode, fam in [(md, f) for md in (modes if is_opt else [None])
+                              for f in (score_families if is_opt and labelled else [None])]:
+                rec = _pick(result, m, n, mode, fam)
                 if rec is None:
                     continue
                 label = METHOD_LABELS[m]
                 if mode == "sequential":
                     label = label.replace("(Ours)", "(Ours, sequential)")
+                if fam is not None:
+                    label += f" [{fam}]"
                 rows.append({
                     "block": n,
                     "method": m,
@@ -94,6 +104,7 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
                     "samples": rec["mean_samples"],
                     "s_min": rec.get("s_min"),
                     "quantile": rec.get("quantile"),
+                    **({} if fam is None else {"family": fam}),
                 })
     return rows
 

@@ -38,6 +38,7 @@ from optscale_jax.sharding import slice_rows
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_FAMILIES",
     "Grid",
     "GridClippedWarning",
     "METHODS",
@@ -49,9 +50,11 @@ __all__ = [
     "fixed_records",
     "optscale_records",
     "pool_width",
+    "resolve_families",
     "resolve_grid",
     "summarise",
     "sweep",
+    "takes_prior",
     "voter_records",
 ]
 
@@ -63,11 +66,12 @@ DEFAULT_CHUNK_SIZE = 4096
 #: Methods whose rule couples questions (DSC ranks every question of the pool): a chunked
 #: sweep runs them once on the whole pool.
 _WHOLE_POOL_METHODS = ("DSC", "OptScaleH")  # OptScaleH fits one population law to all questions
-
 #: OptScale method name of each fit variant.
 _OPTSCALE = {"MLE": "OptScale0", "MAP": "OptScaleT"}
 #: The fields of a :class:`Record` that name its configuration.
-_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha")
+_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha", "family")
+#: The sweep's score families by default: the paper's truncated normal alone (records unlabelled).
+DEFAULT_FAMILIES: tuple[str, ...] = ("truncnorm",)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -164,6 +168,9 @@ class Record:
         s_min: OptScale target score, else None.
         quantile: OptScale ``1 - alpha``, else None.
         alpha: OptScale target probability, else None.
+        family: OptScale's score family (:mod:`optscale_jax.families`) when the sweep ran
+            families other than the default, else None (the paper's ``truncnorm``; not
+            serialised, so a default sweep's records are unchanged).
         accuracy: mean correctness over questions.
         mean_tokens: mean tokens paid per question.
         mean_samples: mean samples drawn per question.
@@ -182,6 +189,7 @@ class Record:
     s_min: float | None = None
     quantile: float | None = None
     alpha: float | None = None
+    family: str | None = None
     accuracy: float = math.nan
     mean_tokens: float = math.nan
     mean_samples: float = math.nan
@@ -203,7 +211,7 @@ class Record:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "values" or (f.name.endswith("_ci") and v is None):
+            if f.name == "values" or ((f.name.endswith("_ci") or f.name == "family") and v is None):
                 continue
             out[f.name] = list(v) if f.name.endswith("_ci") else v
         return out
@@ -368,6 +376,49 @@ def _optscale_prior(pool: Pool, prior: Any, methods: Sequence[str]) -> tuple[Any
     return prior, "per-question prior (given)"
 
 
+def resolve_families(families: str | Sequence[str]) -> tuple[str, ...]:
+    """Score family names, checked, in order, without repeats.
+
+    Args:
+        families: names, or one comma-separated string (``"truncnorm,beta"``).
+
+    Raises:
+        ValueError: an empty list, or an unknown name (listing the known ones).
+    """
+    from optscale_jax.families import get as get_family
+
+    items = families.split(",") if isinstance(families, str) else list(families)
+    names = list(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    if not names:
+        raise ValueError(f"families must name at least one score family, got {families!r}")
+    for n in names:
+        get_family(n)  # ValueError naming the known families
+    return tuple(names)
+
+
+#: Stands for the default OptScaleᵗ prior (a GaussianPrior) in :func:`takes_prior`.
+_default_prior_kind = "gaussian"
+
+
+def takes_prior(family: str, prior: Any) -> bool:
+    """Whether a score family's fit takes this OptScaleᵗ prior (None, MLE: always).
+
+    A :class:`~optscale_jax.model.GaussianPrior` of (mean, std) centres is mapped by
+    ``truncnorm``, ``beta`` and ``logitnormal``; ``mixture`` has no such map (one pair
+    does not pin down two components), so OptScaleᵗ is not run under it.
+    """
+    if prior is None:
+        return True
+    from optscale_jax.families import BoxFamily
+    from optscale_jax.families import get as get_family
+    from optscale_jax.model import GaussianPrior
+
+    fam = get_family(family)
+    gaussian = prior == _default_prior_kind if isinstance(prior, str) else isinstance(prior, GaussianPrior)
+    own = getattr(type(fam), "prior_from_gaussian", None)
+    return not (gaussian and isinstance(fam, BoxFamily) and own is BoxFamily.prior_from_gaussian)
+
+
 def _baseline_ns(n_max_values: Iterable[int]) -> list[int]:
     """N = 1, 2, 4, ... up to the largest budget, and every budget."""
     top = max(n_max_values)
@@ -448,12 +499,20 @@ def optscale_records(
     *,
     method: str | None = None,
     n_init: int | None = None,
+    family: str | None = None,
 ) -> list[Record]:
     """OptScale of one fit variant over the grid, in each mode.
 
     ``prior`` may be a callable ``prior(n_early)`` (OptScaleH: the population law fitted
     on each row's first ``n_early`` scores); ``method`` names the records (default the
     variant's) and ``n_init`` is the first sequential fit.
+
+    ``family`` names a score family (:mod:`optscale_jax.families`) and labels the records
+    with it; None is the paper's ``truncnorm``, unlabelled. ``truncnorm`` runs the
+    prefix fitter and N* below (the paper's numbers); any other family fits each prefix
+    length ``L`` with ``family.fit(scores, mask & (column < L), prior=prior)`` and takes
+    N* from :func:`optscale_jax.families.n_star_family` (its CDF), as
+    :class:`~optscale_jax.policies.OptScale` with that ``family`` does.
 
     Every (question, prefix length) is fitted once for all configurations; the draws
     follow :func:`~optscale_jax.policies.optscale.oneshot_draws` and
@@ -468,6 +527,10 @@ def optscale_records(
     s_min = np.asarray(grid.s_min, dtype=np.float64)
     alpha = np.asarray(grid.alpha, dtype=np.float64)
     n_cols = pool.n_max
+    if family is not None and family != "truncnorm":
+        return _family_records(pool, outcomes, grid, variant, prior, modes, nstar_rule, step, timings,
+                               tick, method=method, n_init=n_init, family=family)
+    label = {} if family is None else {"family": family}
     if "oneshot" in modes:
         peeks = sorted({int(checkpoints(n, mode="oneshot")[0]) for n in grid.n_max})
         t0 = time.perf_counter()
@@ -489,7 +552,8 @@ def optscale_records(
                 s_min[None, :, None], alpha[None, None, :], n_max=n_max, rule=nstar_rule,
             )  # (Q, S, A)
             correct, tokens, drawn = outcomes.best_of_n(oneshot_draws(ns, k, n_max))
-            config = {"method": method, "variant": variant, "mode": "oneshot", "n_max": n_max, "k": k}
+            config = {"method": method, "variant": variant, "mode": "oneshot", "n_max": n_max, "k": k,
+                      **label}
             recs.extend(_grid_records(config, grid, correct, tokens, drawn))
             tick(f"{method} one-shot n_max={n_max}")
         timings[f"nstar_oneshot_{variant}"] = time.perf_counter() - t0
@@ -510,10 +574,94 @@ def optscale_records(
             )  # (Q, L, S, A)
             drawn = sequential_draws(lengths, ns, usable, np.minimum(outcomes.avail, n_max))
             correct, tokens, drawn = outcomes.best_of_n(drawn)
-            config = {"method": method, "variant": variant, "mode": "sequential", "n_max": n_max}
+            config = {"method": method, "variant": variant, "mode": "sequential", "n_max": n_max, **label}
             recs.extend(_grid_records(config, grid, correct, tokens, drawn))
             tick(f"{method} sequential n_max={n_max}")
         timings[f"nstar_sequential_{variant}"] = time.perf_counter() - t0
+    return recs
+
+
+def _family_prefix_fits(
+    family: Any, pool: Pool, prior: Any, lengths: Sequence[int]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A score family's fit on the first ``L`` samples of every row, for each ``L``.
+
+    Cuts the mask, not the arrays (one compiled fit per pool shape), exactly as
+    :meth:`OptScale.n_star <optscale_jax.policies.OptScale.n_star>` does.
+
+    Returns:
+        ``(params, status)``: each parameter ``(Q, len(lengths))`` and the statuses.
+    """
+    scores = np.asarray(pool.scores, dtype=np.float64)
+    cols = np.arange(scores.shape[1])[None, :]
+    fits = [family.fit(scores, pool.mask & (cols < int(n)), prior=prior) for n in lengths]
+    params = {k: np.stack([np.asarray(f.params[k]) for f in fits], axis=1) for k in fits[0].params}
+    return params, np.stack([np.asarray(f.status) for f in fits], axis=1)
+
+
+def _family_n_star(family: Any, params: dict[str, np.ndarray], lead: tuple[slice | int, ...],
+                   s_min: np.ndarray, alpha: np.ndarray, n_max: int) -> np.ndarray:
+    """N* of the fits ``params[k][lead]`` at every (s_min, alpha): shape ``(..., S, A)``."""
+    from optscale_jax.families import n_star_family
+
+    picked = {k: v[lead][..., None, None] for k, v in params.items()}
+    return np.asarray(n_star_family(family, picked, s_min[:, None], alpha[None, :], n_max=n_max),
+                      dtype=np.int64)
+
+
+def _family_records(
+    pool: Pool, outcomes: Outcomes, grid: Grid, variant: str, prior: Any, modes: Sequence[str],
+    nstar_rule: str, step: int, timings: dict[str, float], tick: Tick, *, method: str,
+    n_init: int | None, family: str,
+) -> list[Record]:
+    """:func:`optscale_records` under a score family other than ``truncnorm``."""
+    from optscale_jax.families import get as get_family
+    from optscale_jax.fit import fit_status_usable
+
+    if nstar_rule != "closed":
+        raise ValueError(f"nstar_rule {nstar_rule!r} (the authors' grid scan) exists only for family "
+                         f"'truncnorm', got family {family!r}")
+    if callable(prior):
+        raise ValueError(f"{method}: a prior fitted per peek (OptScaleH) exists only for family "
+                         f"'truncnorm', got family {family!r}")
+    fam = get_family(family)
+    recs: list[Record] = []
+    s_min = np.asarray(grid.s_min, dtype=np.float64)
+    alpha = np.asarray(grid.alpha, dtype=np.float64)
+    n_cols = pool.n_max
+    key = f"{variant}_{family}"
+    if "oneshot" in modes:
+        peeks = sorted({int(checkpoints(n, mode="oneshot")[0]) for n in grid.n_max})
+        t0 = time.perf_counter()
+        params, _ = _family_prefix_fits(fam, pool, prior, [min(k, n_cols) for k in peeks])
+        timings[f"fit_oneshot_{key}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for n_max in grid.n_max:
+            k = int(checkpoints(n_max, mode="oneshot")[0])
+            ns = _family_n_star(fam, params, (slice(None), peeks.index(k)), s_min, alpha, n_max)
+            correct, tokens, drawn = outcomes.best_of_n(oneshot_draws(ns, k, n_max))
+            config = {"method": method, "variant": variant, "mode": "oneshot", "n_max": n_max, "k": k,
+                      "family": family}
+            recs.extend(_grid_records(config, grid, correct, tokens, drawn))
+            tick(f"{method} [{family}] one-shot n_max={n_max}")
+        timings[f"nstar_oneshot_{key}"] = time.perf_counter() - t0
+    if "sequential" in modes:
+        top = min(max(grid.n_max), n_cols)
+        lengths = checkpoints(top, mode="sequential", step=step, variant=variant, n_init=n_init)
+        t0 = time.perf_counter()
+        params, status = _family_prefix_fits(fam, pool, prior, [int(n) for n in lengths])
+        timings[f"fit_sequential_{key}"] = time.perf_counter() - t0
+        usable = fit_status_usable(status)  # (Q, L)
+        t0 = time.perf_counter()
+        for n_max in grid.n_max:
+            ns = _family_n_star(fam, params, (slice(None), slice(None)), s_min, alpha, n_max)  # (Q, L, S, A)
+            drawn = sequential_draws(lengths, ns, usable, np.minimum(outcomes.avail, n_max))
+            correct, tokens, drawn = outcomes.best_of_n(drawn)
+            config = {"method": method, "variant": variant, "mode": "sequential", "n_max": n_max,
+                      "family": family}
+            recs.extend(_grid_records(config, grid, correct, tokens, drawn))
+            tick(f"{method} [{family}] sequential n_max={n_max}")
+        timings[f"nstar_sequential_{key}"] = time.perf_counter() - t0
     return recs
 
 
@@ -576,8 +724,12 @@ class _Progress:
 def _one_ordering(
     pool: Pool, grid: Grid, methods: Sequence[str], modes: Sequence[str], prior: Any,
     nstar_rule: str, step: int, vote: str, timings: dict[str, float], tick: Tick,
+    families: Sequence[str] | None = None,
 ) -> list[Record]:
-    """Every chosen method on one ordering of the pool, timed per family."""
+    """Every chosen method on one ordering of the pool, timed per family.
+
+    ``families``: OptScale⁰/ᵗ's score families, records labelled (None: truncnorm, unlabelled).
+    """
     outcomes = Outcomes(pool)
     votes = vote_classes(pool, vote)
 
@@ -594,8 +746,11 @@ def _one_ordering(
     for variant, name in _OPTSCALE.items():
         if name in methods:
             variant_prior = prior if REGISTRY[name].uses_prior else None
-            recs += optscale_records(pool, outcomes, grid, variant, variant_prior, modes, nstar_rule, step,
-                                     timings, tick)
+            for fam in families or (None,):
+                if fam is not None and not takes_prior(fam, variant_prior):
+                    continue  # sweep() warned and listed it in meta["skipped"]
+                recs += optscale_records(pool, outcomes, grid, variant, variant_prior, modes, nstar_rule,
+                                         step, timings, tick, family=fam)
     if "OptScaleH" in methods:  # the population law fitted on each peek's / n_init's scores
         from optscale_jax.policies.optscale_h import hierarchical_prior
 
@@ -603,7 +758,7 @@ def _one_ordering(
             return hierarchical_prior(pool.scores, pool.mask, n_early)[1]
 
         recs += optscale_records(pool, outcomes, grid, "MAP", learned, modes, nstar_rule, step, timings, tick,
-                                 method="OptScaleH", n_init=2)
+                                 method="OptScaleH", n_init=2, family="truncnorm" if families else None)
     add_time("optscale", t0)
     return recs
 
@@ -611,6 +766,7 @@ def _one_ordering(
 def _chunked_ordering(
     pool: Pool, grid: Grid, methods: Sequence[str], modes: Sequence[str], prior: Any,
     nstar_rule: str, step: int, vote: str, timings: dict[str, float], tick: Tick, chunk_size: int,
+    families: Sequence[str] | None = None,
 ) -> list[Record]:
     """:func:`_one_ordering` over questions in chunks of ``chunk_size``, merged exactly.
 
@@ -621,7 +777,8 @@ def _chunked_ordering(
     """
     q = pool.n_questions
     if chunk_size >= q:
-        return _one_ordering(pool, grid, methods, modes, prior, nstar_rule, step, vote, timings, tick)
+        return _one_ordering(pool, grid, methods, modes, prior, nstar_rule, step, vote, timings, tick,
+                             families)
     separable = [m for m in methods if m not in _WHOLE_POOL_METHODS]
     whole = [m for m in methods if m in _WHOLE_POOL_METHODS]
     merged: list[list[Record]] = []
@@ -629,7 +786,7 @@ def _chunked_ordering(
         rows = np.arange(start, min(q, start + chunk_size))
         part_times: dict[str, float] = {}
         recs = _one_ordering(pool.subset(rows), grid, separable, modes, slice_rows(prior, rows, q),
-                             nstar_rule, step, vote, part_times, tick)
+                             nstar_rule, step, vote, part_times, tick, families)
         for key, v in part_times.items():
             timings[key] = timings.get(key, 0.0) + v
         if not merged:
@@ -643,7 +800,8 @@ def _chunked_ordering(
         out += voter_records(pool, vote_classes(pool, vote), whole, grid.n_max, tick)
         timings["adaptive_baselines"] = timings.get("adaptive_baselines", 0.0) + time.perf_counter() - t0
     if "OptScaleH" in whole:
-        out += _one_ordering(pool, grid, ["OptScaleH"], modes, None, nstar_rule, step, vote, timings, tick)
+        out += _one_ordering(pool, grid, ["OptScaleH"], modes, None, nstar_rule, step, vote, timings, tick,
+                             families)
     order = _family(methods, "fixed") + _family(methods, "voter") + list(_OPTSCALE.values())
     rank = {m: i for i, m in enumerate(order)}
     return sorted(out, key=lambda r: rank.get(r.method, len(order)))  # stable: as unchunked
@@ -665,6 +823,7 @@ def sweep(
     progress: bool = False,
     vote: str = "official",
     chunk_size: int | None = None,
+    families: str | Sequence[str] = DEFAULT_FAMILIES,
 ) -> SweepResult:
     """Run every method over a grid on one pool.
 
@@ -697,14 +856,33 @@ def sweep(
             and outcome tables are built one chunk at a time, so their memory is bounded
             by the chunk, not the pool. Results equal the unchunked run's (DSC, which
             ranks all questions, runs on the whole pool). Recorded in ``meta``.
+        families: score families of OptScale⁰ and OptScaleᵗ (names or one comma-separated
+            string, :mod:`optscale_jax.families`): each runs the whole grid under that
+            family's fit and CDF. The default, ``("truncnorm",)``, is the paper's rule with
+            unlabelled records; otherwise every OptScale record has a ``family`` field
+            (OptScaleH's is ``truncnorm``). Recorded in ``meta["families"]``.
 
     Returns:
         A :class:`SweepResult`.
+
+    Raises:
+        ValueError: also for an unknown family, or a family other than ``truncnorm``
+            with ``nstar_rule="official"``.
     """
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    fams = resolve_families(families)
+    if fams != DEFAULT_FAMILIES and nstar_rule != "closed":
+        raise ValueError(f"nstar_rule {nstar_rule!r} (the authors' grid scan) exists only for family "
+                         f"'truncnorm'; families {list(fams)} need nstar_rule 'closed'")
+    run_families = None if fams == DEFAULT_FAMILIES else fams
+    skipped = [f"{m} under {f}: the family takes no (mean, std) prior" for m in _OPTSCALE.values()
+               if m in methods and REGISTRY[m].uses_prior for f in fams
+               if not takes_prior(f, prior if prior is not None else _default_prior_kind)]
+    for note in skipped:
+        warnings.warn(f"sweep: skipping {note}", stacklevel=2)
     grid, clipped, width = resolve_grid(pool, grid, methods, modes, n_perms, vote)
     if clipped:
         warnings.warn(
@@ -715,7 +893,7 @@ def sweep(
     steps = (
         len(_baseline_ns(grid.n_max)) * len(_family(methods, "fixed"))
         + len(grid.n_max) * len(_family(methods, "voter"))
-        + len(_family(methods, "optscale")) * len(modes) * len(grid.n_max)
+        + len(_family(methods, "optscale")) * len(fams) * len(modes) * len(grid.n_max)
     ) * max(1, n_perms) * math.ceil(pool.n_questions / int(chunk_size))
     bar = _Progress(steps, f"sweep {pool.label}", progress)
     timings: dict[str, float] = {}
@@ -724,7 +902,7 @@ def sweep(
     try:
         per_ordering = [
             _chunked_ordering(p, grid, methods, modes, prior, nstar_rule, step, vote, timings, bar.tick,
-                              int(chunk_size))
+                              int(chunk_size), run_families)
             for p in pools
         ]
     finally:
@@ -754,5 +932,7 @@ def sweep(
             "level": level,
             "vote": vote,
             "chunk_size": int(chunk_size),
+            "families": list(fams),
+            "skipped": skipped,
         },
     )

@@ -70,6 +70,10 @@ def _summary_table(result: Any) -> Any:
         name = REGISTRY[r["method"]].short if r["method"] in REGISTRY else r["method"]
         if r["mode"] == "sequential":
             name += " seq."
+        if r.get("family"):
+            from rich.markup import escape
+
+            name += escape(f" [{r['family']}]")  # a literal "[beta]", not rich markup
         cfg = "" if r["s_min"] is None else f"{r['s_min']}, {r['quantile']}"
         table.add_row(name, str(r["block"]), f"{r['accuracy']:.1f}",
                       "" if np.isnan(lo) else f"{lo:.1f}–{hi:.1f}",
@@ -96,6 +100,7 @@ def replay_command(
     seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
     vote: str = typer.Option("official", "--vote", help="Vote rule of SC/ESC/ASC/DSC: official (the authors': exact extracted strings, 'no answer' votes and can win) or math-verify (equivalence classes; 'no answer' does not vote)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    family: str = typer.Option("truncnorm", "--family", help="Score family (or families, comma-separated) of OptScale⁰/OptScaleᵗ: truncnorm (the paper's), beta, logitnormal, mixture, or any registered one; each runs the whole grid, one table row per family."),
     chunk_size: int = typer.Option(4096, "--chunk-size", min=1, help="Questions per chunk: fits, N* and outcome tables are built a chunk at a time (memory bounded by the chunk; results equal one chunk)."),
 ) -> None:
     from rich.console import Console
@@ -130,6 +135,19 @@ def replay_command(
     if grade not in ("auto", "yes", "no"):
         raise typer.BadParameter(f"unknown grading choice {grade!r}; choose auto, yes or no", param_hint="--grade")
     the_grid = parse_grid(grid)
+    from optscale_jax.sweep import DEFAULT_FAMILIES, resolve_families
+
+    try:
+        families = resolve_families(family)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--family") from None
+    if families != DEFAULT_FAMILIES:
+        if not any(m in ("OptScale0", "OptScaleT") for m in methods):
+            raise typer.BadParameter(f"no chosen policy has a score family (only OptScale0 and OptScaleT "
+                                     f"do; chosen: {', '.join(methods)})", param_hint="--family")
+        if nstar != "closed":
+            raise typer.BadParameter(f"--nstar {nstar} (the authors' grid scan) exists only for the "
+                                     "truncnorm family; use --nstar closed", param_hint="--family")
 
     if pool_path is None:
         from optscale_jax.synthetic import synthetic_pool
@@ -182,9 +200,12 @@ def replay_command(
 
     with warnings.catch_warnings():  # _warn_clipped said it once already
         warnings.simplefilter("ignore", GridClippedWarning)
+        warnings.filterwarnings("ignore", message="sweep: skipping")  # printed below, one line each
         result = sweep(pool, grid=the_grid, methods=methods, modes=modes, prior=prior_obj, nstar_rule=nstar,
                        step=step, n_perms=n_perms, seed=seed, n_boot=n_boot, progress=progress, vote=vote,
-                       chunk_size=chunk_size)
+                       chunk_size=chunk_size, families=families)
+    for note in result.meta.get("skipped", []):
+        typer.echo(f"warning: --family: skipped {note}", err=True)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
     console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "

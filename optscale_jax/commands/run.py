@@ -185,6 +185,7 @@ def run_command(
     mode: str = typer.Option("oneshot", "--mode", help="OptScale mode: oneshot or sequential."),
     prior: Path | None = typer.Option(None, "--prior", help="OptScaleT prior file (the authors' *_train_mu_sigma.json or an optscale-priors JSON)."),
     prior_std: float = typer.Option(0.1, "--prior-std", help="Prior std for [mu, sigma] list priors."),
+    family: str = typer.Option("truncnorm", "--family", help="OptScale0/OptScaleT score family: truncnorm (the paper's), beta, logitnormal, mixture (MLE only), or any registered one."),
     batch: int | None = typer.Option(None, "--batch", "-b", min=1, help="At most this many new samples per question per wave (default: what the policy wants)."),
     token_budget: int | None = typer.Option(None, "--token-budget", min=1, help="Stop starting waves after this many completion tokens; with --policy OptScaleBudget or UniformEliminate, the budget they spread across questions (at most one wave over)."),
     wave_size: int | None = typer.Option(None, "--wave-size", min=1, help="OptScaleBudget / UniformEliminate: most new samples per wave, all questions together (default: the number of questions)."),
@@ -240,10 +241,25 @@ def run_command(
         # the authors' [mu, sigma] list follows the benchmark's order: --limit takes its first rows
         prior_obj = load_prior_file(prior, [q.id for q in questions], prior_std,
                                     positions=None if limit is None else range(len(questions)))
+    if family != "truncnorm":
+        from optscale_jax.families import get as get_family
+        from optscale_jax.sweep import takes_prior
+
+        try:
+            get_family(family)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--family") from None
+        chosen = getattr(lookup(policy), "name", policy)
+        if chosen not in ("OptScale0", "OptScaleT"):
+            raise typer.BadParameter(f"policy {policy!r} has no score family (only OptScale0 and OptScaleT "
+                                     "do)", param_hint="--family")
+        if chosen == "OptScaleT" and not takes_prior(family, "gaussian"):
+            raise typer.BadParameter(f"family {family!r} takes no (mean, std) prior, so OptScaleT cannot "
+                                     "run under it; use --policy OptScale0", param_hint="--family")
     try:
         pol = make_policy(policy, n_max, s_min=s_min, quantile=quantile, mode=mode, prior=prior_obj,
                           n_questions=len(questions), token_budget=token_budget,
-                          wave_size=wave_size)
+                          wave_size=wave_size, **({} if family == "truncnorm" else {"family": family}))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--policy") from None
     if aggregate not in AGGREGATIONS:
