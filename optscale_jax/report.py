@@ -23,6 +23,8 @@ from optscale_jax.sweep import SweepResult
 __all__ = [
     "METHOD_LABELS",
     "table1_rows",
+    "budget_rows",
+    "budget_markdown",
     "table_markdown",
     "table_csv",
     "table_latex",
@@ -75,7 +77,8 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
     width = result.meta.get("pool_width")
     if width is not None:  # never label a budget larger than the samples the pool holds
         ns = [n for n in ns if n <= width]
-    methods = [m for m in METHOD_LABELS if m in result.meta.get("methods", METHOD_LABELS)]
+    methods = [m for m in METHOD_LABELS if m in result.meta.get("methods", METHOD_LABELS)
+               and REGISTRY[m].family != "budget"]  # budget methods: budget_rows
     modes = result.meta.get("modes", ["oneshot"])
     score_families = list(result.meta.get("families") or ["truncnorm"])
     labelled = score_families != ["truncnorm"]  # records carry "family": one row per family
@@ -107,6 +110,69 @@ def table1_rows(result: SweepResult, n_max_values: Sequence[int] | None = None) 
                     **({} if fam is None else {"family": fam}),
                 })
     return rows
+
+
+def budget_rows(result: SweepResult) -> list[dict[str, Any]]:
+    """The "Accuracy at a token budget" rows: each budget method against every other method.
+
+    For each token budget a budget method ran at (``B`` tokens per question: its
+    ``token_budget`` over the questions), the budget methods' own records, then for every
+    other method of the sweep its most accurate record paying at most ``B`` tokens per
+    question (ties: fewer tokens), i.e. accuracy read off each method's own records at
+    that budget. These picks are made on the pool they are reported on (in-sample; the
+    out-of-sample comparison is ``benchmarks/bench_allocate.py``).
+
+    Returns:
+        Dicts with ``budget`` (tokens per question), ``method``, ``accuracy`` and
+        ``accuracy_ci`` (percent), ``tokens``, ``samples`` and ``config`` (a short text);
+        empty when no budget method was swept.
+    """
+    q = max(int(result.n_questions), 1)
+    own = [r for r in result.records
+           if r.get("token_budget") is not None and r["method"] in REGISTRY
+           and REGISTRY[r["method"]].family == "budget"]
+    others = [r for r in result.records if r.get("token_budget") is None]
+    rows: list[dict[str, Any]] = []
+
+    def row(b: float, r: dict[str, Any]) -> dict[str, Any]:
+        cfg = ", ".join(f"{k}={r[k]}" for k in ("N", "n_max", "s_min", "quantile", "mode")
+                        if r.get(k) is not None)
+        return {"budget": b, "method": r["method"], "accuracy": 100.0 * r["accuracy"],
+                "accuracy_ci": [100.0 * x for x in r.get("accuracy_ci", [math.nan, math.nan])],
+                "tokens": r["mean_tokens"], "samples": r["mean_samples"], "config": cfg}
+
+    for b in sorted({float(r["token_budget"]) / q for r in own}):
+        rows.extend(row(b, r) for r in own if math.isclose(float(r["token_budget"]) / q, b))
+        for m in dict.fromkeys(r["method"] for r in others):
+            fits = [r for r in others if r["method"] == m and r["mean_tokens"] <= b]
+            if fits:
+                rows.append(row(b, max(fits, key=lambda r: (r["accuracy"], -r["mean_tokens"]))))
+    return rows
+
+
+def budget_markdown(result: SweepResult, rows: list[dict[str, Any]] | None = None) -> str:
+    """The "Accuracy at a token budget" section as markdown ("" without budget methods)."""
+    rows = budget_rows(result) if rows is None else rows
+    if not rows:
+        return ""
+    lines = [
+        "## Accuracy at a token budget",
+        "",
+        f"Pool: {result.label}" + (" (SYNTHETIC data)" if result.synthetic else "") + ". "
+        "Budget methods spend one token budget across all questions (at most one wave over); "
+        "every other method is read at its most accurate configuration paying at most the "
+        "budget per question, chosen on this same pool (in-sample).",
+        "",
+        "| budget (tokens/q) | method | acc. % | 95% CI | tokens/q | samples/q | configuration |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lo, hi = r["accuracy_ci"]
+        ci = "" if math.isnan(lo) else f"[{lo:.1f}, {hi:.1f}]"
+        name = REGISTRY[r["method"]].short if r["method"] in REGISTRY else r["method"]
+        lines.append(f"| {r['budget']:.0f} | {name} | {r['accuracy']:.1f} | {ci} | {r['tokens']:.0f} | "
+                     f"{r['samples']:.2f} | {r['config']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _clip_note(result: SweepResult) -> list[str]:
@@ -308,7 +374,10 @@ def write_report(result: SweepResult, out_dir: str | Path, *, extra: dict[str, A
     """Write every report of a sweep into a directory.
 
     Files: ``table1.md``, ``table1.csv``, ``table1.tex``, ``frontier.png`` and
-    ``results.json`` (every record, the frontier, Table 1 rows, timings, options).
+    ``results.json`` (every record, the frontier, Table 1 rows, timings, options). When
+    budget methods were swept, ``table1.md`` ends with an "Accuracy at a token budget"
+    section and ``results.json`` holds its rows as ``accuracy_at_budget``
+    (:func:`budget_rows`).
 
     Args:
         result: a sweep.
@@ -328,12 +397,17 @@ def write_report(result: SweepResult, out_dir: str | Path, *, extra: dict[str, A
         "png": out / "frontier.png",
         "json": out / "results.json",
     }
-    paths["markdown"].write_text(table_markdown(result, rows), encoding="utf-8")
+    budget = budget_rows(result)
+    paths["markdown"].write_text(table_markdown(result, rows)
+                                 + ("\n" + budget_markdown(result, budget) if budget else ""),
+                                 encoding="utf-8")
     paths["csv"].write_text(table_csv(result, rows), encoding="utf-8")
     paths["latex"].write_text(table_latex(result, rows), encoding="utf-8")
     plot_frontier(result, paths["png"])  # a pyplot-free figure: nothing to close
     payload = result.to_dict()
     payload["table1"] = rows
+    if budget:
+        payload["accuracy_at_budget"] = budget
     if extra:
         payload["extra"] = extra
     paths["json"].write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=True), encoding="utf-8")

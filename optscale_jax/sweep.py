@@ -44,8 +44,10 @@ __all__ = [
     "METHODS",
     "OFFICIAL_GRID",
     "Outcomes",
+    "BUDGET_FRACTIONS",
     "Record",
     "SweepResult",
+    "budget_records",
     "clip_grid",
     "fixed_records",
     "optscale_records",
@@ -66,10 +68,15 @@ DEFAULT_CHUNK_SIZE = 4096
 #: Methods whose rule couples questions (DSC ranks every question of the pool): a chunked
 #: sweep runs them once on the whole pool.
 _WHOLE_POOL_METHODS = ("DSC", "OptScaleH")  # OptScaleH fits one population law to all questions
+#: Token budgets of the budget methods (OptScaleBudget, UniformEliminate) in a sweep: these
+#: fractions of what Best-of-N at the largest n_max pays for the whole pool.
+BUDGET_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
+
 #: OptScale method name of each fit variant.
 _OPTSCALE = {"MLE": "OptScale0", "MAP": "OptScaleT"}
 #: The fields of a :class:`Record` that name its configuration.
-_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha", "family")
+_CONFIG_FIELDS = ("method", "variant", "mode", "n_max", "N", "k", "s_min", "quantile", "alpha", "family",
+                  "token_budget")
 #: The sweep's score families by default: the paper's truncated normal alone (records unlabelled).
 DEFAULT_FAMILIES: tuple[str, ...] = ("truncnorm",)
 
@@ -171,6 +178,8 @@ class Record:
         family: OptScale's score family (:mod:`optscale_jax.families`) when the sweep ran
             families other than the default, else None (the paper's ``truncnorm``; not
             serialised, so a default sweep's records are unchanged).
+        token_budget: total tokens for the whole pool (budget methods), else None (not
+            serialised).
         accuracy: mean correctness over questions.
         mean_tokens: mean tokens paid per question.
         mean_samples: mean samples drawn per question.
@@ -190,6 +199,7 @@ class Record:
     quantile: float | None = None
     alpha: float | None = None
     family: str | None = None
+    token_budget: float | None = None
     accuracy: float = math.nan
     mean_tokens: float = math.nan
     mean_samples: float = math.nan
@@ -211,7 +221,8 @@ class Record:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "values" or ((f.name.endswith("_ci") or f.name == "family") and v is None):
+            if f.name == "values" or ((f.name.endswith("_ci") or f.name in ("family", "token_budget"))
+                                      and v is None):
                 continue
             out[f.name] = list(v) if f.name.endswith("_ci") else v
         return out
@@ -468,6 +479,39 @@ def voter_records(
             tokens, correct = tokens_and_correct(pool, drawn, chosen)
             recs.append(Record.measured(correct, tokens, drawn, method=name, n_max=n_max))
             tick(f"{name} n_max={n_max}")
+    return recs
+
+
+def budget_records(
+    pool: Pool, votes: np.ndarray, methods: Sequence[str], grid: Grid, prior: Any, tick: Tick,
+    fractions: Sequence[float] = BUDGET_FRACTIONS,
+) -> list[Record]:
+    """OptScaleBudget and UniformEliminate over a few token budgets for the whole pool.
+
+    The budgets are ``fractions`` of the tokens Best-of-N at ``n_max = max(grid.n_max)``
+    pays for the pool; ``s_min`` is the grid's value nearest 0.95 (the registry default);
+    other options are the policies' defaults (one wave = ``Q`` samples). These policies
+    share one budget across questions, so they always run on the whole pool (never in
+    question chunks). ``prior`` goes to OptScaleBudget (its lattice posterior's prior).
+    """
+    names = _family(methods, "budget")
+    if not names:
+        return []
+    n_top = int(max(grid.n_max))
+    s_min = float(min(grid.s_min, key=lambda s: abs(s - 0.95)))
+    cols = np.arange(pool.n_max)[None, :] < np.minimum(pool.n_samples, n_top)[:, None]
+    full = float(np.where(cols, pool.tokens, 0).sum())
+    recs = []
+    for name in names:
+        for frac in fractions:
+            budget = max(float(frac) * full, 1.0)
+            pol = make(name, n_max=n_top, s_min=s_min, token_budget=budget, n_questions=pool.n_questions,
+                       prior=prior if REGISTRY[name].uses_prior else None)
+            drawn, chosen, _ = run_policy(pool, pol, votes=votes)
+            tokens, correct = tokens_and_correct(pool, drawn, chosen)
+            recs.append(Record.measured(correct, tokens, drawn, method=name, n_max=n_top, s_min=s_min,
+                                        token_budget=budget))
+            tick(f"{name} budget {frac:g}")
     return recs
 
 
@@ -760,6 +804,10 @@ def _one_ordering(
         recs += optscale_records(pool, outcomes, grid, "MAP", learned, modes, nstar_rule, step, timings, tick,
                                  method="OptScaleH", n_init=2, family="truncnorm" if families else None)
     add_time("optscale", t0)
+    t0 = time.perf_counter()
+    recs += budget_records(pool, votes, methods, grid, prior, tick)
+    if _family(methods, "budget"):
+        add_time("budget", t0)
     return recs
 
 
@@ -779,8 +827,8 @@ def _chunked_ordering(
     if chunk_size >= q:
         return _one_ordering(pool, grid, methods, modes, prior, nstar_rule, step, vote, timings, tick,
                              families)
-    separable = [m for m in methods if m not in _WHOLE_POOL_METHODS]
-    whole = [m for m in methods if m in _WHOLE_POOL_METHODS]
+    separable = [m for m in methods if m not in _WHOLE_POOL_METHODS and REGISTRY[m].family != "budget"]
+    whole = [m for m in methods if m in _WHOLE_POOL_METHODS or REGISTRY[m].family == "budget"]
     merged: list[list[Record]] = []
     for start in range(0, q, chunk_size):
         rows = np.arange(start, min(q, start + chunk_size))
@@ -802,6 +850,9 @@ def _chunked_ordering(
     if "OptScaleH" in whole:
         out += _one_ordering(pool, grid, ["OptScaleH"], modes, None, nstar_rule, step, vote, timings, tick,
                              families)
+    if _family(whole, "budget"):  # one budget shared by every question: the whole pool
+        out += _one_ordering(pool, grid, _family(whole, "budget"), modes, prior, nstar_rule, step, vote,
+                             timings, tick)
     order = _family(methods, "fixed") + _family(methods, "voter") + list(_OPTSCALE.values())
     rank = {m: i for i, m in enumerate(order)}
     return sorted(out, key=lambda r: rank.get(r.method, len(order)))  # stable: as unchunked
@@ -894,6 +945,7 @@ def sweep(
         len(_baseline_ns(grid.n_max)) * len(_family(methods, "fixed"))
         + len(grid.n_max) * len(_family(methods, "voter"))
         + len(_family(methods, "optscale")) * len(fams) * len(modes) * len(grid.n_max)
+        + len(_family(methods, "budget")) * len(BUDGET_FRACTIONS)
     ) * max(1, n_perms) * math.ceil(pool.n_questions / int(chunk_size))
     bar = _Progress(steps, f"sweep {pool.label}", progress)
     timings: dict[str, float] = {}

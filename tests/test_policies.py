@@ -462,7 +462,7 @@ def test_registry_builds_every_method_by_name() -> None:
     t = make_policy("OptScaleT", 16, s_min=0.9, quantile=0.1, mode="sequential", n_questions=3)
     assert isinstance(t, OptScale) and t.prior is not None and t.mode == "sequential" and t.alpha == 1.0 - 0.1
     assert make_policy("OptScale0", 16, prior=object()).prior is None  # MLE never reads a prior
-    assert [n for n, m in REGISTRY.items() if m.uses_prior] == ["OptScaleT"]
+    assert [n for n, m in REGISTRY.items() if m.uses_prior] == ["OptScaleT", "OptScaleBudget"]
     assert resolve("weightedsc", replayable=True) == "WeightedSC"
     with pytest.raises(ValueError, match="unknown policy 'mr'; choose from BoN"):
         resolve("mr", replayable=True)

@@ -193,7 +193,7 @@ def replay_command(
     prior_obj = None
     if prior is not None and not any(REGISTRY[m].uses_prior for m in methods):
         typer.echo(f"error: --prior {prior}: no chosen policy reads a prior (only OptScaleT, the MAP "
-                   f"variant, does; chosen: {', '.join(methods)})", err=True)
+                   f"variant, and OptScaleBudget do; chosen: {', '.join(methods)})", err=True)
         raise typer.Exit(code=2)
     if prior is not None:
         prior_obj = load_prior_file(prior, pool.question_ids, prior_std)

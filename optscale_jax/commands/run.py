@@ -233,7 +233,7 @@ def run_command(
     prior_obj = None
     if prior is not None and not getattr(lookup(policy), "uses_prior", False):
         typer.echo(f"error: --prior {prior}: policy {policy!r} does not read a prior (only OptScaleT, "
-                   "the MAP variant, does)", err=True)
+                   "the MAP variant, and OptScaleBudget do)", err=True)
         raise typer.Exit(code=2)
     if prior is not None:
         from optscale_jax.commands.options import load_prior_file

@@ -43,11 +43,13 @@ class Method:
             questions: OptScaleBudget, UniformEliminate; options ``token_budget``,
             ``wave_size``) or ``"live"`` (MR-Thinking: re-prompts, so it cannot be replayed
             from a pool).
-        uses_prior: the method reads a per-question prior (OptScaleᵗ).
+        uses_prior: the method reads a per-question prior (OptScaleᵗ; OptScaleBudget's
+            lattice posterior).
         aliases: other accepted spellings (lower case).
         build: ``build(n_max, s_min=, alpha=, prior=, mode=, **options)`` -> policy.
         in_all: part of the default method set (:data:`DEFAULT_METHODS`: a sweep's default,
-            ``optscale replay --policy all``); False for opt-in methods (OptScaleH).
+            ``optscale replay --policy all``); False for opt-in methods (OptScaleH, and the
+            budget methods, which answer another question: one token budget for all questions).
     """
 
     name: str
@@ -154,11 +156,11 @@ REGISTRY: dict[str, Method] = {
         Method("MR-Thinking", "MR-Thinking", "MR-Thinking", "live", False, _mr_thinking,
                aliases=("mrthinking", "mr")),
         Method("OptScaleBudget", "OptScale-Budget (one token budget, greedy gain per token)",
-               "OptScale-Budget", "budget", False, _budget(OptScaleBudget),
-               aliases=("optscale-budget", "budget")),
+               "OptScale-Budget", "budget", True, _budget(OptScaleBudget),
+               aliases=("optscale-budget", "budget"), in_all=False),
         Method("UniformEliminate", "Uniform + elimination (after arXiv 2506.12721)",
                "UniformElim", "budget", False, _budget(UniformEliminate),
-               aliases=("uniform-eliminate", "eliminate")),
+               aliases=("uniform-eliminate", "eliminate"), in_all=False),
     )
 }
 
@@ -167,7 +169,7 @@ POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 #: The methods a sweep replays over a pool (``optscale replay --policy``).
 SWEEP_METHODS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.replayable)
 #: The replayable methods run by default (a sweep's default; ``--policy all``): all but the
-#: opt-in ones (OptScaleH, which fits a population law per peek).
+#: opt-in ones (OptScaleH, which fits a population law per peek; the budget methods).
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in SWEEP_METHODS if REGISTRY[n].in_all)
 
 _BY_KEY = {key: m for m in REGISTRY.values() for key in (m.name.lower(), *m.aliases)}
