@@ -36,3 +36,9 @@ def test_score_model_notebook_runs():
 def test_predictor_notebook_runs(shared_data):
     out = _execute("03_predictor.ipynb")
     assert "MAE" in out or "mae" in out
+
+
+@pytest.mark.slow
+def test_budget_notebook_runs():
+    out = _execute("05_budget.ipynb")  # a synthetic twin, offline, ~20 s
+    assert "replay draws the same samples: yes" in out and "BUDGET NOTEBOOK DONE" in out
