@@ -200,9 +200,10 @@ def _build() -> None:
     global _BUILT
     if _BUILT:
         return
-    from optscale_jax.commands import replay, run
+    from optscale_jax.commands import calibrate, replay, run
 
     replay.register(app)
+    calibrate.register(app)
     run.register(app)
     for ep in entry_points(group="optscale_jax.cli"):
         _PLUGINS.setdefault(ep.name, ep)

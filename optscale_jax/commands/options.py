@@ -11,7 +11,22 @@ from typing import Any
 
 import typer
 
-__all__ = ["load_prior_file", "parse_grid"]
+__all__ = ["check_out_dir", "load_prior_file", "parse_grid"]
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be (or be creatable as) a writable directory: checked before any work."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out}: exists and is not a directory", param_hint="--out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{out}: {parent} is not a directory", param_hint="--out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{out}: {parent} is not writable", param_hint="--out")
 
 
 def parse_grid(spec: str) -> Any:
