@@ -707,7 +707,7 @@ def calibration_markdown(result: CalibrationResult) -> str:
               "Pooled over s_min and the mode's checkpoints. *observed*: rows holding N* samples after "
               "the checkpoint (biased towards easy questions); *lower*/*upper*: censored rows counted "
               "as misses/hits. *holds*: yes if lower >= α, no if upper < α.", "",
-              "| family | mode | α | events | censored | median N* | 95% CI | lower | upper | holds |",
+              "| family | mode | α | events | censored | median N* | observed | 95% CI | lower | upper | holds |",
               "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for name in result.families:
         for mode, d in result.per_family[name]["modes"].items():
