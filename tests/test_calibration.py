@@ -110,7 +110,7 @@ def _truncnorm_rows(q, n, mu, sigma, seed):
 
 def test_the_true_law_is_calibrated_within_monte_carlo_error():
     """Scores drawn from the model itself, judged with the true law: realised = predicted."""
-    q, n, mu, sigma, s = 1500, 30, 0.8, 0.12, 0.9
+    q, n, mu, sigma, s = 800, 30, 0.8, 0.12, 0.9
     scores = _truncnorm_rows(q, n, mu, sigma, 0)
     mask = np.ones_like(scores, bool)
     log_f = np.full((1, q), float(truncnorm01_log_cdf(s, mu, sigma)))
@@ -140,7 +140,7 @@ def test_the_true_law_is_calibrated_within_monte_carlo_error():
 def test_a_misspecified_law_is_caught():
     """Bimodal scores (wrong/right samples) under a single truncated normal: PIT is not uniform."""
     rng = np.random.default_rng(0)
-    q, n = 200, 24
+    q, n = 80, 20
     good = rng.uniform(size=(q, n)) < 0.5
     scores = np.where(good, rng.beta(40, 2, (q, n)), rng.beta(2, 6, (q, n))).clip(0, 1)
     from optscale_jax.pool import Pool
