@@ -90,11 +90,20 @@ def _groups(res) -> dict[tuple, list[dict]]:
     return out
 
 
+FAILURES: list[str] = []
+
+
 def _run_sweep(pool, grid, modes, step):
     methods = ["BoN", *METHODS]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="sweep: skipping")
-        return sweep(pool, grid=grid, methods=methods, modes=modes, step=step, n_boot=0, families=FAMILIES)
+        try:
+            return sweep(pool, grid=grid, methods=methods, modes=modes, step=step, n_boot=0, families=FAMILIES)
+        except ValueError as e:  # e.g. a degenerate population law in OptScaleH's fit
+            FAILURES.append(f"{pool.label} ({pool.n_questions} q): OptScaleH left out: {e}")
+            print("warning:", FAILURES[-1], flush=True)
+            methods.remove("OptScaleH")
+            return sweep(pool, grid=grid, methods=methods, modes=modes, step=step, n_boot=0, families=FAMILIES)
 
 
 def _calibration(pool, n_max, step, quick) -> dict[str, dict]:
@@ -272,6 +281,7 @@ def main() -> None:
         "families": list(FAMILIES), "methods": list(METHODS), "modes": list(modes), "n_max": list(n_maxes),
         "sequential_step": step, "questions_per_twin_cap": cap,
         "rows": rows,
+        "failures": FAILURES,
         "timings_s": {**timings, "total": time.perf_counter() - t_start},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "note": "shared 2-core CPU used by several jobs at once when measured"},

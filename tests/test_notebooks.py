@@ -42,3 +42,10 @@ def test_predictor_notebook_runs(shared_data):
 def test_budget_notebook_runs():
     out = _execute("05_budget.ipynb")  # a synthetic twin, offline, ~20 s
     assert "replay draws the same samples: yes" in out and "BUDGET NOTEBOOK DONE" in out
+
+
+@pytest.mark.slow
+def test_model_checking_notebook_runs():
+    out = _execute("06_model_checking.ipynb")  # a 40-question synthetic twin, offline
+    assert "N* equals brute force on every question: True" in out
+    assert "MODEL CHECKING NOTEBOOK DONE" in out
