@@ -193,17 +193,18 @@ class KernelRidge:
     """RBF kernel ridge regression on standardised features, labels centred.
 
     ``k(a, b) = exp(−‖a − b‖² / (g · m))`` with ``m`` the median squared distance
-    between training rows; ``(g, λ)`` are chosen from grids by the squared error
-    on held-out rows (:meth:`fit`'s ``x_val, y_val``), or fixed when single values.
+    between training rows; ``(g, λ)`` are chosen from grids, for each output column
+    separately, by the squared error on held-out rows (:meth:`fit`'s ``x_val, y_val``),
+    or fixed when single values.
 
     Attributes:
         x_train: standardised training features ``(n, d)``.
         x_mean, x_scale: feature standardisation.
         y_mean: label means.
         dual: ``(n, k)`` dual coefficients.
-        gamma: the kernel's inverse squared length ``1 / (g · m)``.
-        lam: the ridge penalty.
-        search: ``{"g=..,lam=..": held-out mean squared error}``.
+        gamma: ``(k,)`` the kernel's inverse squared length ``1 / (g · m)`` per column.
+        lam: ``(k,)`` the ridge penalty per column.
+        search: ``{"g=..,lam=..": [held-out squared error / variance per column]}``.
     """
 
     x_train: np.ndarray
@@ -211,8 +212,8 @@ class KernelRidge:
     x_scale: np.ndarray
     y_mean: np.ndarray
     dual: np.ndarray
-    gamma: float
-    lam: float
+    gamma: np.ndarray
+    lam: np.ndarray
     search: dict
 
     @staticmethod
@@ -256,7 +257,10 @@ class KernelRidge:
             xv = (np.asarray(x_val, float) - x_mean) / x_scale
             yv = np.asarray(y_val, float).reshape(len(xv), -1)
             dv = cls._sqdist(xv, xs)
-        best, search = None, {}
+        k = y2.shape[1]
+        # per output column: (held-out error, gamma, lam, dual column)
+        best: list = [None] * k
+        search = {}
         for g in widths:
             gamma = 1.0 / (g * med)
             evals, evecs = np.linalg.eigh(np.exp(-gamma * d))
@@ -264,18 +268,25 @@ class KernelRidge:
             for lam in lams:
                 dual = evecs @ (uty / (evals + lam)[:, None])
                 if x_val is None:
-                    best = (0.0, gamma, lam, dual)
+                    best = [(0.0, gamma, lam, dual[:, j]) for j in range(k)]
                     continue
                 res = (np.exp(-gamma * dv) @ dual + y_mean) - yv
                 # each column's squared error relative to its held-out variance
-                err = float(((res**2).mean(0) / np.maximum(yv.var(0), 1e-300)).sum())
-                search[f"g={g:g},lam={lam:g}"] = err
-                if best is None or err < best[0]:
-                    best = (err, gamma, lam, dual)
-        _, gamma, lam, dual = best
-        return cls(xs, x_mean, x_scale, y_mean, dual, float(gamma), float(lam), search)
+                err = (res**2).mean(0) / np.maximum(yv.var(0), 1e-300)
+                search[f"g={g:g},lam={lam:g}"] = err.tolist()
+                for j in range(k):
+                    if best[j] is None or err[j] < best[j][0]:
+                        best[j] = (float(err[j]), gamma, lam, dual[:, j])
+        gammas = np.array([b[1] for b in best])
+        lams_ = np.array([b[2] for b in best])
+        dual = np.stack([b[3] for b in best], 1)
+        return cls(xs, x_mean, x_scale, y_mean, dual, gammas, lams_, search)
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         """Predictions ``(n, k)`` for features ``(n, d)``."""
         xs = (np.asarray(x, float) - self.x_mean) / self.x_scale
-        return np.exp(-self.gamma * self._sqdist(xs, self.x_train)) @ self.dual + self.y_mean
+        d = self._sqdist(xs, self.x_train)
+        cols = [
+            np.exp(-g * d) @ self.dual[:, j] for j, g in enumerate(np.atleast_1d(self.gamma))
+        ]
+        return np.stack(cols, 1) + self.y_mean

@@ -43,16 +43,19 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def _ci_table(ci: dict[str, dict[str, list[float]]], reference: str) -> Table:
-    table = Table(title=f"paired bootstrap 95% CIs; ΔR² = model − {reference}")
-    for col in ("model", "R² mean", "R² std", "ΔR² mean", "ΔR² std"):
-        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+def _ci_lines(ci: dict[str, dict[str, list[float]]], reference: str) -> str:
+    """Paired bootstrap CIs as plain lines (they wrap instead of being cut in a narrow terminal)."""
+
+    def iv(a):
+        return f"[{a[0]:.3f}, {a[1]:.3f}]"
+
+    lines = [f"paired bootstrap 95% CIs on validation; ΔR² = model − {reference}:"]
     for name, c in ci.items():
-        table.add_row(
-            name,
-            *(f"[{c[k][0]:.3f}, {c[k][1]:.3f}]" for k in ("r2_mean", "r2_std", "diff_mean", "diff_std")),
+        lines.append(
+            f"  {name}: R² mean {iv(c['r2_mean'])}, std {iv(c['r2_std'])}; "
+            f"ΔR² mean {iv(c['diff_mean'])}, std {iv(c['diff_std'])}"
         )
-    return table
+    return "\n".join(lines)
 
 
 def _coverage_table(t: dict) -> Table:
@@ -352,7 +355,7 @@ def train(
     table_json.parent.mkdir(parents=True, exist_ok=True)
     table_json.write_text(json.dumps(table, indent=2) + "\n")
     console.print(_metrics_table(f"validation ({len(va)} MATH-500 questions)", table["rows"]))
-    console.print(_ci_table(table["r2_ci95"], table["r2_ci95_vs"]))
+    console.print(_ci_lines(table["r2_ci95"], table["r2_ci95_vs"]), soft_wrap=False)
     console.print(_coverage_table(table))
     console.print(f"protocol: {table['protocol']}")
     console.print(f"table: {table_json}; PIT histogram: {pit_png}")

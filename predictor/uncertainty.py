@@ -265,7 +265,7 @@ class CalibratedPredictor:
         z_mean, z_scale: target standardisation (ensemble).
         members: the members' parameters (numpy arrays).
         kernel: the RBF kernel ridge on the raw ``[mean, std]`` labels.
-        blend: the kernel-ridge weight ``w`` picked on the holdout.
+        blend: ``(2,)`` kernel-ridge weight ``w`` per output, picked on the holdout.
         calibration: ``(2,)`` multipliers of the ensemble's predictive std in ``z`` space.
         holdout_index: the training rows held out.
         holdout: holdout diagnostics (searches, metrics, coverage).
@@ -278,7 +278,7 @@ class CalibratedPredictor:
     z_scale: np.ndarray
     members: list[dict]
     kernel: KernelRidge
-    blend: float = 1.0
+    blend: np.ndarray = field(default_factory=lambda: np.ones(2))
     calibration: np.ndarray = field(default_factory=lambda: np.ones(2))
     holdout_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     holdout: dict = field(default_factory=dict)
@@ -335,7 +335,9 @@ class CalibratedPredictor:
             x[rows], labels[rows], x_val=x[hold], y_val=labels[hold],
             widths=config.kernel_widths, lams=config.kernel_lams,
         )
-        model = cls(config, x_mean, x_scale, z_mean, z_scale, members, kernel, 1.0, np.ones(2), hold)
+        model = cls(
+            config, x_mean, x_scale, z_mean, z_scale, members, kernel, np.ones(2), np.ones(2), hold
+        )
         # blend weight on the holdout: squared error of the raw labels, per-column scaled
         ens_point, ens_m, ens_v = model._ensemble(x[hold])
         k_point = kernel.predict(x[hold])
@@ -343,17 +345,20 @@ class CalibratedPredictor:
         search = {}
         for w in config.blend_grid:
             point = w * k_point + (1 - w) * ens_point
-            search[f"{w:g}"] = float((((point - labels[hold]) ** 2).mean(0) / var).sum())
-        model.blend = float(min(config.blend_grid, key=lambda w: search[f"{w:g}"]))
+            search[f"{w:g}"] = (((point - labels[hold]) ** 2).mean(0) / var).tolist()
+        # one weight per output column
+        model.blend = np.array(
+            [min(config.blend_grid, key=lambda w, j=j: search[f"{w:g}"][j]) for j in range(2)]
+        )
         point = model.blend * k_point + (1 - model.blend) * ens_point
         model.calibration = np.sqrt((((to_z(point) - z[hold]) ** 2) / ens_v).mean(0))
         pred = model.predict(x[hold])
         model.holdout = {
             "n": int(n_hold),
             "kernel_search": kernel.search,
-            "kernel": {"gamma": kernel.gamma, "lam": kernel.lam},
+            "kernel": {"gamma": kernel.gamma.tolist(), "lam": kernel.lam.tolist()},
             "blend_search": search,
-            "blend": model.blend,
+            "blend": model.blend.tolist(),
             "calibration": model.calibration.tolist(),
             "kernel_ridge": metrics(labels[hold], k_point),
             "ensemble": metrics(labels[hold], ens_point),

@@ -48,7 +48,7 @@ def test_ensemble_is_calibrated_and_heteroscedastic_on_fresh_data():
     x, y, _ = _hetero_data(800, 0)
     cfg = EnsembleConfig(members=2, hidden=32, epochs=300, learning_rate=1e-2, input_dropout=0.0)
     model = CalibratedPredictor.fit(x, y, cfg)
-    assert model.holdout["n"] == 160 and 0.0 <= model.blend <= 1.0
+    assert model.holdout["n"] == 160 and ((0.0 <= model.blend) & (model.blend <= 1.0)).all()
     xt, yt, sd_true = _hetero_data(1000, 1)
     pred = model.predict(xt)
     cov = coverage(pred, yt)
@@ -132,3 +132,27 @@ def test_per_question_widths_in_a_priors_file_reach_fit_map(tmp_path):
     # a narrow prior holds μ near its centre 0.3, a wide one lets the data (≈ 0.8) win
     mu = np.asarray(batched.mu)
     assert abs(mu[1] - 0.3) < 0.05 and abs(mu[0] - 0.8) < 0.1
+
+
+def test_kernel_ridge_matches_a_direct_solve_and_picks_per_column():
+    from predictor.baselines import KernelRidge
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 3))
+    y = np.stack([np.sin(x[:, 0]), 0.1 * rng.standard_normal(60)], 1)
+    kr = KernelRidge.fit(x, y, widths=1.0, lams=0.5)
+    xs = (x - x.mean(0)) / x.std(0)
+    d = ((xs[:, None] - xs[None]) ** 2).sum(-1)
+    gamma = 1.0 / np.median(d[np.triu_indices(60, 1)])
+    alpha = np.linalg.solve(np.exp(-gamma * d) + 0.5 * np.eye(60), y - y.mean(0))
+    xn = rng.standard_normal((5, 3))
+    xns = (xn - x.mean(0)) / x.std(0)
+    want = np.exp(-gamma * ((xns[:, None] - xs[None]) ** 2).sum(-1)) @ alpha + y.mean(0)
+    np.testing.assert_allclose(kr.predict(xn), want, rtol=1e-8, atol=1e-10)
+    # held-out choice per column: the pure-noise column takes the largest penalty
+    xv = rng.standard_normal((40, 3))
+    yv = np.stack([np.sin(xv[:, 0]), 0.1 * rng.standard_normal(40)], 1)
+    kr2 = KernelRidge.fit(x, y, x_val=xv, y_val=yv, widths=(1.0,), lams=(0.01, 100.0))
+    assert kr2.lam.tolist() == [0.01, 100.0]
+    with pytest.raises(ValueError, match="x_val"):
+        KernelRidge.fit(x, y, lams=(0.1, 1.0))
