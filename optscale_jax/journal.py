@@ -39,6 +39,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "FORMAT",
+    "HEADER_DEFAULTS",
     "HEADER_FLAGS",
     "INFO_FIELDS",
     "LOCK_FILE",
@@ -117,6 +118,10 @@ HEADER_FLAGS: dict[str, str] = {
 #: Header fields (dotted paths) that describe but do not decide the samples: never
 #: compared on resume.
 INFO_FIELDS = frozenset({"kind", "created", "optscale_jax_version", "questions.ids"})
+#: Fields added to the header after runs were written without them, and the value such a
+#: header means (a run from before score families drew under the truncated normal): an
+#: absent field compares as this value on resume.
+HEADER_DEFAULTS: dict[str, Any] = {"policy.family": "truncnorm"}
 
 
 class SamplesFormatError(ValueError):
@@ -403,6 +408,10 @@ def compare_headers(path: Path, old: dict[str, Any], new: dict[str, Any], *, par
             "(resume=False) to move it aside and start afresh",
             [("version", old.get("version"), VERSION)])
     fo, fn = _flatten(old), _flatten(new)
+    for k, default in HEADER_DEFAULTS.items():  # a header written before field k existed
+        if (k in fo) != (k in fn):
+            fo.setdefault(k, default)
+            fn.setdefault(k, default)
     keys = list(fn) if partial else list(dict.fromkeys([*fo, *fn]))
     diffs = [(k, fo.get(k, _MISSING), fn.get(k, _MISSING)) for k in keys
              if k not in INFO_FIELDS and fo.get(k, _MISSING) != fn.get(k, _MISSING)]
