@@ -327,6 +327,7 @@ TRAIN_CASES = {
     "--objective bogus": (lambda t: ["--objective", "bogus"], ["--objective", "'bogus'"]),
     "--pooling bogus": (lambda t: ["--pooling", "max"], ["--pooling", "'max'"]),
     "--priors-out is a directory": (lambda t: ["--priors-out", t], ["--priors-out", "is a directory"]),
+    "--table-json is a directory": (lambda t: ["--table-json", t], ["--table-json", "is a directory"]),
     "--train-subset 0": (lambda t: ["--train-subset", "0"], ["--train-subset"]),
 }
 
