@@ -155,16 +155,36 @@ def prefix_majority_index(mask: np.ndarray, answer_ids: np.ndarray) -> np.ndarra
     valid = m & (ids >= 0)
     # First position of each sample's class in its row: a class is named by where it
     # first appears, which both removes any assumption on the numbering and gives the tie
-    # rule (the earlier first appearance wins).
-    same = (ids[:, :, None] == ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
-    first = np.where(valid, np.argmax(same, axis=2), n)  # (Q, N); n = no class
-    onehot = first[:, :, None] == np.arange(n)[None, None, :]  # (Q, N, N): sample j in class c
-    counts = np.cumsum(onehot, axis=1, dtype=np.int64)  # (Q, L, C) votes of class c in prefix L
-    # Most votes, then the earliest class; classes absent from the prefix have 0 votes.
-    key = counts * (n + 1) - np.arange(n)[None, None, :]
-    win = np.argmax(key, axis=2)
-    has = counts.max(axis=2, initial=0) > 0
-    return np.where(has, win, 0).astype(np.int64)
+    # rule (the earlier first appearance wins). A stable sort of each row puts a class's
+    # earliest sample first in its run: O(Q N log N) time, O(Q N) memory (no (Q, N, N)).
+    rows = np.arange(q)[:, None]
+    cols = np.arange(n)[None, :]
+    key = np.where(valid, ids.astype(np.int64), np.iinfo(np.int64).min)  # no answer: one run, ignored
+    order = np.argsort(key, axis=1, kind="stable")
+    srt = key[rows, order]
+    start = np.ones((q, n), dtype=bool)
+    start[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    run = np.maximum.accumulate(np.where(start, cols, 0), axis=1)  # sorted index of the run start
+    first = np.empty((q, n), dtype=np.int64)
+    first[rows, order] = order[rows, run]
+    first = np.where(valid, first, n)  # (Q, N); n = no class
+    # Votes column by column: only the class of sample j gains a vote, so it either takes
+    # the lead (more votes, or as many and an earlier first appearance) or the leader stays.
+    counts = np.zeros((q, n + 1), dtype=np.int64)
+    win = np.zeros(q, dtype=np.int64)
+    best = np.zeros(q, dtype=np.int64)
+    out = np.zeros((q, n), dtype=np.int64)
+    r = np.arange(q)
+    for j in range(n):
+        c = first[:, j]
+        ok = c < n
+        counts[r[ok], c[ok]] += 1
+        got = counts[r, c]
+        lead = ok & ((got > best) | ((got == best) & (c < win)))
+        win = np.where(lead, c, win)
+        best = np.where(lead, got, best)
+        out[:, j] = win
+    return out
 
 
 def weighted_vote_index(scores: np.ndarray, mask: np.ndarray, answer_ids: np.ndarray) -> np.ndarray:
