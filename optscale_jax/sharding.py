@@ -150,6 +150,8 @@ def fit_prefixes_sharded(
     Returns:
         A :class:`~optscale_jax.fit.FitResult` equal to ``fit_prefixes``'s.
     """
+    if mesh is None and jax.local_device_count() == 1:  # one device: the plain function, no wrapper
+        return fit_prefixes(scores, mask, prior, lengths=lengths, **options)
     mesh = _mesh(mesh)
     devices = list(mesh.devices.flat)
     d = len(devices)
@@ -204,6 +206,8 @@ def n_star_sharded(
     Returns:
         int64 numpy array equal to ``n_star_for_fits``'s.
     """
+    if mesh is None and jax.local_device_count() == 1:  # one device: the plain function, no wrapper
+        return n_star_for_fits(mu, sigma, s_min, alpha, n_max=n_max, rule=rule)
     mesh = _mesh(mesh)
     d = mesh.devices.size
     mu = np.asarray(mu, dtype=np.float64)
