@@ -384,6 +384,35 @@ class CalibratedPredictor:
         point = (lab * weights).sum(-1).mean(0)
         return point, ms.mean(0), vs.mean(0) + ms.var(0)
 
+    def ensemble_variance(self, x: ArrayLike) -> np.ndarray:
+        """The ensemble mixture's (uncalibrated) predictive variance in ``z`` space, ``(Q, 2)``."""
+        x = np.asarray(x, float)
+        if x.ndim != 2 or x.shape[1] != self.x_mean.shape[0]:
+            raise ValueError(f"x must be (Q, {self.x_mean.shape[0]}), got {x.shape}")
+        return self._ensemble(x)[2]
+
+    def recentred(self, x: ArrayLike, point: ArrayLike, labels: ArrayLike | None = None,
+                  ) -> tuple[Prediction, np.ndarray]:
+        """The ensemble's uncertainty around another model's point prediction.
+
+        Args:
+            x: inputs ``(Q, d)``.
+            point: the other model's ``[mean, std]`` on ``x`` ``(Q, 2)``.
+            labels: held-out labels of ``x``: when given, the variance scale is
+                refitted so the standardised ``z`` residuals of ``point`` have unit
+                mean square (as in :meth:`fit`); otherwise ``self.calibration``.
+
+        Returns:
+            ``(prediction, scale)``.
+        """
+        var = self.ensemble_variance(x)
+        zp = to_z(point)
+        if labels is None:
+            scale = self.calibration
+        else:
+            scale = np.sqrt((((zp - to_z(labels)) ** 2) / var).mean(0))
+        return Prediction(zp, np.sqrt(var) * scale), scale
+
     def predict(self, x: ArrayLike) -> Prediction:
         """The calibrated predictive distribution for ``x (Q, d)``.
 

@@ -156,3 +156,94 @@ def test_kernel_ridge_matches_a_direct_solve_and_picks_per_column():
     assert kr2.lam.tolist() == [0.01, 100.0]
     with pytest.raises(ValueError, match="x_val"):
         KernelRidge.fit(x, y, lams=(0.1, 1.0))
+
+
+# ------------------------------------------------------------------ stacking (engineer M)
+
+
+def test_text_statistics_count_what_they_name():
+    from predictor.stacking import text_statistics
+
+    s = text_statistics(["How many $x$ satisfy $\\frac{1}{2} < x$? Express 12 and 3.", "a b"])
+    assert s.shape == (2, 23)
+    t = "How many $x$ satisfy $\\frac{1}{2} < x$? Express 12 and 3."
+    assert s[0, 0] == len(t) and s[0, 2] == len(t.split())
+    assert s[0, 3] == sum(c.isdigit() for c in t) == 5  # 1, 2, 1, 2, 3
+    assert s[0, 4] == 4 and s[0, 5] == 1 and s[0, 6] == 4  # integers, \frac, $ signs
+    assert s[1, 3:].sum() == 0
+
+
+def test_kernel_ridge_columns_match_the_baseline_class_per_penalty():
+    from predictor.baselines import KernelRidge
+    from predictor.stacking import kernel_ridge_columns
+
+    rng = np.random.default_rng(1)
+    x, xn = rng.normal(size=(60, 4)), rng.normal(size=(15, 4))
+    y = np.stack([np.sin(x[:, 0]), x[:, 1] ** 2], 1)
+    got = kernel_ridge_columns(x, y, xn, 0.5, (0.3, 1.0))
+    for j, lam in enumerate((0.3, 1.0)):
+        ref = KernelRidge.fit(x, y, widths=(0.5,), lams=(lam,)).predict(xn)[:, j]
+        np.testing.assert_allclose(got[:, j], ref, rtol=1e-6, atol=1e-8)
+
+
+def test_text_ridge_matches_sklearn_on_the_same_design():
+    from scipy import sparse
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from predictor.baselines import r2
+    from predictor.stacking import TextRidge
+
+    rng = np.random.default_rng(2)
+    words = ["prime", "triangle", "\\frac", "express", "integer", "circle", "area"]
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(80)]
+    y = np.stack([[t.count("prime") / 6, t.count("circle") / 10] for t in texts])
+    m = TextRidge.fit(texts, y)
+    xd = sparse.hstack([m.word.transform(texts), m.char.transform(texts)]).tocsr()
+    ref = SkRidge(alpha=m.ridge.alpha_, solver="cholesky").fit(xd.toarray(), y).predict(
+        xd[:5].toarray()
+    )
+    np.testing.assert_allclose(m.predict(texts[:5]), ref, rtol=1e-6, atol=1e-9)
+    assert r2(y, m.predict(texts))[0] > 0.8  # the word "prime" carries the first label
+
+
+def test_stacked_predictor_uses_text_and_shares_the_calibrated_holdout():
+    from predictor.stacking import STAGE2, StackConfig, StackedPredictor, holdout_rows
+
+    rng = np.random.default_rng(3)
+    n = 150
+    x = rng.normal(size=(n, 5))
+    hard = rng.random(n) < 0.5  # only the text says which questions are hard
+    texts = [("prove the hard identity " if h else "compute the sum ") + f"{i}" for i, h in
+             enumerate(hard)]
+    mean = np.clip(0.9 - 0.2 * hard + 0.02 * x[:, 0], 0.01, 0.99)
+    std = 0.03 + 0.5 * (1 - mean) * (0.9 - mean + 0.25)  # std tied to the mean
+    labels = np.stack([mean, std], 1)
+    cfg = StackConfig(folds=3, pca_components=3, seed=4)
+    m = StackedPredictor.fit(x, texts, labels, None, cfg)
+    rows, hold = holdout_rows(n, 0.2, 4)
+    np.testing.assert_array_equal(m.holdout_index, hold)
+    assert len(np.intersect1d(rows, hold)) == 0 and len(rows) + len(hold) == n
+    assert set(m.choice) <= set(STAGE2) and m.n_meta == 0
+    assert m.holdout["r2_mean"] > 0.9 and m.holdout["r2_std"] > 0.9
+    assert m.holdout["base"]["kernel"]["r2_mean"] < 0.5  # the embedding alone misses it
+    with pytest.raises(ValueError, match="meta must have 0 columns"):
+        m.predict(x[:3], texts[:3], np.ones((3, 2)))
+    with pytest.raises(ValueError, match="texts has 2 rows"):
+        m.predict(x[:3], texts[:2])
+
+
+def test_recentred_prediction_is_calibrated_around_another_point():
+    rng = np.random.default_rng(5)
+    n = 240
+    x = rng.normal(size=(n, 3))
+    labels = from_z(np.stack([1.5 + 0.5 * x[:, 0], -3 + 0.3 * x[:, 1]], 1)
+                    + 0.2 * rng.normal(size=(n, 2)))
+    model = CalibratedPredictor.fit(x, labels, EnsembleConfig(members=2, epochs=60))
+    hold = model.holdout_index
+    point = from_z(to_z(labels[hold]) + 0.3 * rng.normal(size=(len(hold), 2)))
+    pred, scale = model.recentred(x[hold], point, labels[hold])
+    z = (to_z(labels[hold]) - pred.z_mean) / pred.z_sd
+    np.testing.assert_allclose((z**2).mean(0), 1.0, rtol=1e-9)  # the ML scale, by construction
+    np.testing.assert_allclose(pred.moments, point, rtol=1e-9)
+    same, s2 = model.recentred(x[hold], point)
+    np.testing.assert_array_equal(s2, model.calibration)
