@@ -284,6 +284,26 @@ def _cap(drawn: Any, n_max: Any, k_max: int, q: int) -> jax.Array:
     return jnp.clip(jnp.asarray(n_max, dtype=jnp.int32) - d, 0, k_max)
 
 
+def _check_allocate_args(q: int, **args: Any) -> None:
+    """Shapes and ranges of :func:`allocate`'s per-question arguments (concrete values only)."""
+    if q == 0:
+        raise ValueError("allocate: log_cdf has no questions (shape (0,)); expected at least one")
+    for name, value in args.items():
+        if value is None or not _concrete(value):
+            continue
+        shape = np.shape(value)
+        if shape not in ((), (q,)):
+            raise ValueError(f"allocate: {name} has shape {shape}; expected a scalar or one value per "
+                             f"question ({q},)")
+        v = np.asarray(value, dtype=float)
+        if name == "cost" and not (np.isfinite(v) & (v > 0)).all():
+            raise ValueError(f"allocate: cost must be finite and > 0 (expected tokens per sample), got "
+                             f"{float(v.reshape(-1)[~(np.isfinite(v) & (v > 0)).reshape(-1)][0])}")
+        if name in ("drawn", "n_max", "max_samples") and not (v >= 0).all():
+            raise ValueError(f"allocate: {name} must be >= 0 (a number of samples), got "
+                             f"{float(v.reshape(-1)[~(v >= 0).reshape(-1)][0])}")
+
+
 def allocate(
     log_cdf: Any,
     best: Any,
@@ -339,6 +359,7 @@ def allocate(
     if not 0.0 < float(s_min) < 1.0:
         raise ValueError(f"allocate: s_min must be in (0, 1), got {float(s_min)}")
     s, q = lf.shape
+    _check_allocate_args(q, best=best, drawn=drawn, cost=cost, n_max=n_max, max_samples=max_samples)
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     w = jnp.broadcast_to(jnp.where(b >= s_min, 0.0, 1.0 / s)[:, None], (q, s))
     gains = marginal_gains(lf.T, w, int(k_max))

@@ -530,6 +530,8 @@ def calibrate(
     """
     if not isinstance(pool, Pool):
         raise ValueError(f"pool must be an optscale_jax.pool.Pool, got {type(pool).__name__}")
+    if isinstance(families, str):  # one name, not its letters
+        families = [families]
     fams = [resolve_family(f) for f in families]
     if not fams:
         raise ValueError("families is empty; give at least one score family")
@@ -538,7 +540,14 @@ def calibrate(
         raise ValueError(f"families has duplicates: {names}")
     s_grid = _check_grid("s_min", s_min, 0.0, 1.0)
     a_grid = _check_grid("alphas", alphas, 0.0, 1.0)
-    n_grid = [int(n) for n in n_grid]
+    raw = np.asarray(list(n_grid), dtype=float).reshape(-1)
+    if not (np.isfinite(raw) & (raw == np.round(raw))).all():
+        raise ValueError(f"n_grid values must be integers >= 1, got {[float(x) for x in raw]}")
+    for name, value, low in (("n_boot", n_boot, 0), ("n_bins", n_bins, 1), ("ppc_draws", ppc_draws, 1),
+                             ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+    n_grid = [int(n) for n in raw]
     if any(n < 1 for n in n_grid):
         raise ValueError(f"n_grid values must be integers >= 1, got {n_grid}")
     if int(step) < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -28,6 +29,9 @@ def _floats(text: str, hint: str) -> list[float]:
         raise typer.BadParameter(f"{text!r}: expected comma-separated numbers, e.g. 0.9,0.95", param_hint=hint) from None
     if not values:
         raise typer.BadParameter(f"{text!r}: expected at least one number", param_hint=hint)
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise typer.BadParameter(f"{text!r}: {bad[0]} is not a finite number", param_hint=hint)
     return values
 
 
@@ -45,13 +49,17 @@ def calibrate_command(
     synthetic: str = typer.Option("math500", "--synthetic", help="Which synthetic twin to use when POOL is omitted."),
     n_questions: int | None = typer.Option(None, "--n-questions", min=1, help="Synthetic twin: number of questions (default the benchmark's)."),
     n_samples: int = typer.Option(64, "--n-samples", min=2, help="Synthetic twin: samples per question."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic pool, bootstraps and simulations."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the synthetic pool, bootstraps and simulations."),
 ) -> None:
     from optscale_jax.calibration import calibrate, write_calibration_report
     from optscale_jax.inference import family_names
+    from optscale_jax.scores import AGGREGATIONS
     from optscale_jax.sweep import OFFICIAL_GRID
 
     check_out_dir(out)
+    if aggregate not in AGGREGATIONS:
+        raise typer.BadParameter(f"unknown aggregation {aggregate!r}; choose from {', '.join(AGGREGATIONS)}",
+                                 param_hint="--aggregate")
     known = family_names()
     fams: list[str] = []
     for f in family:
@@ -91,7 +99,9 @@ def calibrate_command(
         from optscale_jax.io import read_pool
 
         if prompts is not None and not prompts.is_file():
-            raise typer.BadParameter(f"{prompts}: no such file; expected a JSON file", param_hint="--prompts")
+            what = ("is a directory" if prompts.is_dir() else "is not a regular file (a FIFO, socket or device)"
+                    if prompts.exists() else "no such file")
+            raise typer.BadParameter(f"{prompts}: {what}; expected a JSON file", param_hint="--prompts")
         try:
             pool = read_pool(pool_path, prompts=prompts, aggregate=aggregate)
         except ValueError as e:  # PoolFormatError names file, record and field

@@ -97,7 +97,7 @@ def replay_command(
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap replicates for confidence intervals."),
     nstar: str = typer.Option("closed", "--nstar", help="N* rule: closed (closed form) or official (the authors' grid scan)."),
     grade: str = typer.Option("auto", "--grade", help="Grade answers against gold with math-verify: auto (when the pool has gold answers but no answer classes), yes, no."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the synthetic pool, re-orderings and bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for the synthetic pool, re-orderings and bootstrap."),
     vote: str = typer.Option("official", "--vote", help="Vote rule of SC/ESC/ASC/DSC: official (the authors': exact extracted strings, 'no answer' votes and can win) or math-verify (equivalence classes; 'no answer' does not vote)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     family: str = typer.Option("truncnorm", "--family", help="Score family (or families, comma-separated) of OptScale⁰/OptScaleᵗ: truncnorm (the paper's), beta, logitnormal, mixture, or any registered one; each runs the whole grid, one table row per family."),
@@ -135,7 +135,12 @@ def replay_command(
     if grade not in ("auto", "yes", "no"):
         raise typer.BadParameter(f"unknown grading choice {grade!r}; choose auto, yes or no", param_hint="--grade")
     the_grid = parse_grid(grid)
+    from optscale_jax.scores import AGGREGATIONS
     from optscale_jax.sweep import DEFAULT_FAMILIES, resolve_families
+
+    if aggregate not in AGGREGATIONS:
+        raise typer.BadParameter(f"unknown aggregation {aggregate!r}; choose from {', '.join(AGGREGATIONS)}",
+                                 param_hint="--aggregate")
 
     try:
         families = resolve_families(family)
@@ -175,6 +180,12 @@ def replay_command(
                                      "nothing to replay", param_hint="POOL")
     if pool_path is None and prompts is not None:
         raise typer.BadParameter("--prompts needs a POOL in the authors' JSON format", param_hint="--prompts")
+    budget_methods = [m for m in methods if REGISTRY[m].family == "budget"]
+    if budget_methods and not (pool.tokens[pool.mask] > 0).any():
+        name = pool_path if pool_path is not None else pool.label
+        raise typer.BadParameter(f"{name}: has no token counts, so {', '.join(budget_methods)} (one token "
+                                 "budget for all questions) cannot be replayed on it; expected a pool with "
+                                 "completion token counts", param_hint="--policy")
     _warn_clipped(the_grid, pool, pool_path)
     has_answers = any(a is not None for a in pool.answers[pool.mask])
     ungraded = has_answers and not (pool.answer_ids[pool.mask] >= 0).any()

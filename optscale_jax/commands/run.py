@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -226,6 +227,17 @@ def run_command(
         raise typer.BadParameter(f"unknown mode {mode!r}; choose oneshot or sequential", param_hint="--mode")
     if not 0.0 < quantile < 1.0:
         raise typer.BadParameter(f"--quantile must be in (0, 1), got {quantile}", param_hint="--quantile")
+    for value, flag, ok, expected in (
+            (temperature, "--temperature", temperature >= 0.0, "a finite number >= 0"),
+            (top_p, "--top-p", 0.0 < top_p <= 1.0, "a number in (0, 1]"),
+            (timeout, "--timeout", timeout > 0.0, "a finite number of seconds > 0"),
+            (prior_std, "--prior-std", prior_std > 0.0, "a finite number > 0")):
+        if not (ok and math.isfinite(value)):
+            raise typer.BadParameter(f"{float(value)}; expected {expected}", param_hint=flag)
+    if wave_size is not None and lookup(policy) is not None and lookup(policy).family != "budget":
+        raise typer.BadParameter(f"policy {policy!r} has no waves of a shared budget (only OptScaleBudget "
+                                 "and UniformEliminate do); drop --wave-size or choose one of them",
+                                 param_hint="--wave-size")
     try:
         name, questions = load_benchmark(dataset, data_dir=data_dir, limit=limit)
     except (FileNotFoundError, ValueError) as e:

@@ -78,7 +78,12 @@ def parse_urls(urls: str | Sequence[str], name: str = "base_url") -> list[str]:
             if not url:
                 continue
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:  # a port that is not a number in 0..65535
+                port_ok = False
+            if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+                    or any(ch.isspace() for ch in url) or parts.query or parts.fragment):
                 raise ValueError(f"{name}: {display_url(url)!r} is not a server root; expected "
                                  "http://host:port or https://host:port")
             if url in out:

@@ -173,7 +173,8 @@ def iter_parquet_chunks(path: str | Path, questions_per_chunk: int = PARQUET_ROW
         raise PoolFormatError(path, None, None, f"not a readable Parquet file: {exc}") from None
     row0 = 0
     seen: dict[str, int] = {}
-    batches = reader.iter_batches(batch_size=int(questions_per_chunk))
+    # a chunk larger than the file is the whole file (pyarrow takes a C long)
+    batches = reader.iter_batches(batch_size=int(min(questions_per_chunk, max(reader.metadata.num_rows, 1))))
     while True:
         try:
             batch = next(batches)
