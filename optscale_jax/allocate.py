@@ -277,6 +277,18 @@ def greedy_allocate(
                    iterations)
 
 
+#: Most entries of the ``(Q·S, k_max)`` gain table one call may build (about 4 GiB in float64).
+MAX_GAIN_ENTRIES = 2**29
+
+
+def _check_size(name: str, rows: int, k_max: int) -> None:
+    """Refuse a gain table too large to build, naming ``k_max`` (it bounds one wave per question)."""
+    if rows * k_max > MAX_GAIN_ENTRIES:
+        raise ValueError(f"{name}: k_max={k_max} with {rows} question x draw rows needs a gain table "
+                         f"of {rows * k_max} entries (at most {MAX_GAIN_ENTRIES}); lower k_max, the "
+                         "most new samples one question can get in one wave")
+
+
 def _cap(drawn: Any, n_max: Any, k_max: int, q: int) -> jax.Array:
     d = jnp.broadcast_to(jnp.asarray(drawn, dtype=jnp.int32), (q,))
     if n_max is None:
@@ -359,6 +371,7 @@ def allocate(
     if not 0.0 < float(s_min) < 1.0:
         raise ValueError(f"allocate: s_min must be in (0, 1), got {float(s_min)}")
     s, q = lf.shape
+    _check_size("allocate", s * q, int(k_max))
     _check_allocate_args(q, best=best, drawn=drawn, cost=cost, n_max=n_max, max_samples=max_samples)
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     w = jnp.broadcast_to(jnp.where(b >= s_min, 0.0, 1.0 / s)[:, None], (q, s))
@@ -402,6 +415,7 @@ def allocate_expected_accuracy(
     if int(k_max) < 1:
         raise ValueError(f"allocate_expected_accuracy: k_max must be >= 1, got {k_max}")
     s, q, g = lf.shape
+    _check_size("allocate_expected_accuracy", s * q * g, int(k_max))
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     jumps = jnp.clip(jnp.diff(v), 0.0, None)  # (G,)
     w = jnp.where(b[:, None] < t[None, :], jumps[None, :], 0.0) / s  # (Q, G)

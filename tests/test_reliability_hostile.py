@@ -218,6 +218,9 @@ CLI_CASES_03 = {
                                         ["--prompts", "is a directory"]),
     "replay --aggregate bogus": (lambda t: ["replay", _toy_parquet(t), "--aggregate", "bogus"], ["--aggregate"]),
     "replay --seed -1": (lambda t: ["replay", _toy_parquet(t), "--seed", "-1"], ["--seed"]),
+    "replay --family mixture with only OptScaleT": (
+        lambda t: ["replay", _toy_parquet(t), "-p", "OptScaleT", "--family", "mixture", "--grade", "no"],
+        ["every configuration was skipped", "mixture"]),
     "replay budget policy on a pool without tokens": (
         lambda t: ["replay", _toy_parquet(t, tokens=False), "-p", "OptScaleBudget,BoN", "--grade", "no"],
         ["p.parquet", "no token counts", "OptScaleBudget", "--policy"]),
@@ -280,6 +283,7 @@ LIB_CASES_03 = {
     "allocate n_max -1": (lambda a: a(n_max=-1), "n_max"),
     "allocate max_samples -1": (lambda a: a(max_samples=-1), "max_samples"),
     "allocate no questions": (lambda a: a(log_cdf=np.zeros(0), best=[], drawn=[], cost=1.0), "log_cdf"),
+    "allocate k_max too large to build": (lambda a: a(k_max=10**12), "k_max=1000000000000"),
 }
 
 
@@ -291,8 +295,9 @@ def test_hostile_allocate_arguments_are_named(case) -> None:
         args = dict(log_cdf=np.log([0.5, 0.8, 0.5]), best=[0.2, 0.3, 0.97], drawn=[1, 1, 1], cost=100.0,
                     budget=300.0)
         args.update(kw)
+        k_max = args.pop("k_max", 4)
         return allocate(args.pop("log_cdf"), args.pop("best"), args.pop("drawn"), args.pop("cost"),
-                        args.pop("budget"), s_min=0.95, k_max=4, **args)
+                        args.pop("budget"), s_min=0.95, k_max=k_max, **args)
 
     build, needle = LIB_CASES_03[case]
     with pytest.raises(ValueError) as info:

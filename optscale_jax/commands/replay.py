@@ -217,6 +217,11 @@ def replay_command(
                        chunk_size=chunk_size, families=families)
     for note in result.meta.get("skipped", []):
         typer.echo(f"warning: --family: skipped {note}", err=True)
+    if not result.records:
+        typer.echo(f"error: --policy {','.join(methods)} --family {','.join(families or ['truncnorm'])}: "
+                   "every configuration was skipped, nothing to report (see the warnings above)",
+                   err=True)
+        raise typer.Exit(code=2)
     paths = write_report(result, out, extra={"pool_file": None if pool_path is None else str(pool_path)})
     console.print(_summary_table(result))
     console.print(f"sweep took {result.timings.get('total', float('nan')):.2f} s; reports in {out}/: "
