@@ -199,8 +199,25 @@ _SECOND_START_MARGIN = 2.0
 
 
 def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
-    dtype = scores.dtype
     n, mean, std, spread = _data_moments(scores, mask)
+    data_objective = None
+    if likelihood is not None:
+
+        def data_objective(theta):
+            mu, sigma = from_natural(theta)
+            return log_joint(mu, sigma, scores, mask, prior, likelihood=likelihood)
+
+    return _fit_core(n, mean, std, spread, prior, init, sigma_bounds, max_iter, data_objective)
+
+
+def _fit_core(n, mean, std, spread, prior, init, sigma_bounds, max_iter, data_objective=None):
+    """The fit of every row from its data summary: count, mean, std and max - min.
+
+    With the truncated normal (``data_objective`` None) the likelihood depends on the
+    scores only through (n, mean, n·std²), so this is the whole fit; another likelihood
+    passes its objective in η (which sees the scores).
+    """
+    dtype = mean.dtype
     m2c = n * std * std
     if init is None:
         init_mu = jnp.where(n > 0, mean, 0.5)
@@ -216,13 +233,9 @@ def _fit_impl(scores, mask, prior, likelihood, init, sigma_bounds, max_iter):
     frozen = (degenerate | (n == 0)) if prior is None else None
 
     def solve(start, frozen=frozen):
-        if likelihood is None:
+        if data_objective is None:
             return solve_stats(n, mean, m2c, prior, start, sigma_bounds, max_iter, frozen)
-
-        def objective(theta):
-            mu, sigma = from_natural(theta)
-            return log_joint(mu, sigma, scores, mask, prior, likelihood=likelihood)
-
+        objective = data_objective
         lower = jnp.array([-jnp.inf, -0.5 / sigma_bounds[0] ** 2], dtype)
         upper = jnp.array([jnp.inf, -0.5 / sigma_bounds[1] ** 2], dtype)
         return objective, newton_box(
@@ -403,8 +416,15 @@ def fit_map(
         True
     """
     s, m, single = _prepare(scores, mask)
-    q = s.shape[0]
     bounds, iters = _bounds(sigma_bounds), _max_iter(max_iter)
+    prior, init = _map_setup(prior, init, s.shape[0], s.dtype, sigma_bounds)
+    result = _fit_jit(s, m, prior, likelihood, init, bounds, iters)
+    return _squeeze(result, single)
+
+
+def _map_setup(prior, init, q, dtype, sigma_bounds):
+    """Check ``init`` and the prior; a GaussianPrior's fields broadcast to (q,) and give the
+    default start (its centres). Returns ``(numpyro Prior, init)``."""
     if init is not None:
         sig0 = None if isinstance(init[1], jax.Array) else np.asarray(init[1], dtype=float)
         if sig0 is not None and np.any(~(sig0 > 0)):
@@ -415,13 +435,11 @@ def fit_map(
             if np.shape(f) not in ((), (1,), (q,)):
                 raise ValueError(f"prior.{name} has shape {np.shape(f)}; expected a scalar or one value per "
                                  f"question ({q},)")
-        fields = [jnp.broadcast_to(jnp.asarray(f, s.dtype), (q,)) for f in prior]
+        fields = [jnp.broadcast_to(jnp.asarray(f, dtype), (q,)) for f in prior]
         if init is None:
             init = (fields[0], jnp.clip(fields[2], sigma_bounds[0], sigma_bounds[1]))
         prior = GaussianPrior(*fields)
-    prior = as_prior(prior)
-    result = _fit_jit(s, m, prior, likelihood, init, bounds, iters)
-    return _squeeze(result, single)
+    return as_prior(prior), init
 
 
 def fit_prefixes(
@@ -435,9 +453,14 @@ def fit_prefixes(
     """Fits of every prefix of every row: what a sequential policy sees.
 
     A replay computes each (question, prefix length) fit once here and reuses it
-    for every (s_min, α). Each length is one batched fit on the full-width
-    ``(Q, N)`` arrays with the mask cut at that length, so every length shares
-    one compiled program per pool shape (and with the policies' own fits).
+    for every (s_min, α). With the truncated normal (the default likelihood) a fit
+    depends on the scores only through (n, Σx, Σx²) and max − min: these are
+    accumulated once over the columns (O(Q·N), centred on each row's first valid
+    score so that no digits cancel), and each prefix length is then one batched fit
+    of ``(Q,)`` summaries, whose cost does not depend on N. Results equal separate
+    :func:`fit_mle` / :func:`fit_map` calls on the cut rows up to rounding in the
+    last digits (the sums are accumulated in another order). Another ``likelihood``
+    fits each length on the full-width arrays with the mask cut at that length.
 
     Args:
         scores: shape ``(Q, N)`` (or ``(N,)`` for one question), in drawing order.
@@ -472,15 +495,66 @@ def fit_prefixes(
         dtype = jnp.result_type(float)
         empty = [jnp.zeros((q, 0), dtype)] * 3 + [jnp.zeros((q, 0), jnp.int32)] * 3
         return FitResult(*empty)
-    cols = np.arange(n)[None, :]
+    if options.get("likelihood") is not None:
+        cols = np.arange(n)[None, :]
+        parts = []
+        for length in lengths:
+            cut = m & (cols < int(length))
+            if prior is None:
+                parts.append(fit_mle(s, cut, **options))
+            else:
+                parts.append(fit_map(s, prior, cut, **options))
+        return FitResult(*(jnp.stack(field, axis=1) for field in zip(*parts, strict=True)))
+    unknown = set(options) - {"likelihood", "sigma_bounds", "max_iter"} - ({"init"} if prior is not None else set())
+    if unknown:
+        name = "fit_mle" if prior is None else "fit_map"
+        raise TypeError(f"{name}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    bounds = _bounds(options.get("sigma_bounds", DEFAULT_SIGMA_BOUNDS))
+    iters = _max_iter(options.get("max_iter", 100))
+    dtype = jnp.result_type(float)
+    init = options.get("init")
+    if prior is not None:
+        prior, init = _map_setup(prior, init, q, dtype, bounds)
+    count, mean, std, spread = _prefix_moments(s, m, lengths)
     parts = []
-    for length in lengths:
-        cut = m & (cols < int(length))
-        if prior is None:
-            parts.append(fit_mle(s, cut, **options))
-        else:
-            parts.append(fit_map(s, prior, cut, **options))
+    for j in range(lengths.size):
+        stats = (jnp.asarray(count[j], jnp.result_type(int)), jnp.asarray(mean[j], dtype), jnp.asarray(std[j], dtype),
+                 jnp.asarray(spread[j], dtype))
+        parts.append(_fit_stats_jit(*stats, prior, init, bounds, iters))
     return FitResult(*(jnp.stack(field, axis=1) for field in zip(*parts, strict=True)))
+
+
+_fit_stats_jit = jax.jit(_fit_core, static_argnames=("sigma_bounds", "max_iter", "data_objective"))
+
+
+def _prefix_moments(s: np.ndarray, m: np.ndarray, lengths: np.ndarray):
+    """(count, mean, std, max − min) of every row's first ``L`` valid scores, for each L.
+
+    One pass over the columns (O(Q·N)): cumulative sums of the scores centred on each
+    row's first valid score c, S1 = Σ(x − c) and S2 = Σ(x − c)², give the mean c + S1/n
+    and the squared deviations S2 − S1²/n. As c is one of the scores, S2 is at most
+    (n + 1) times the squared deviations, so the subtraction keeps all but a few digits
+    (the old two-pass sums were exact to about the same rounding); a prefix of equal
+    scores gives exactly 0. Returns arrays of shape ``(len(lengths), Q)``; empty
+    prefixes have count 0, mean 0, std 0 and max − min = −inf, as the masked reductions.
+    """
+    q, n = s.shape
+    rows = np.arange(q)
+    centre = np.where(m.any(axis=1), s[rows, np.argmax(m, axis=1)], 0.0) if n else np.zeros(q)
+    d = np.where(m, s - centre[:, None], 0.0)
+    # Column 0 of each cumulative array is the empty prefix.
+    pad = np.zeros((q, 1))
+    count = np.concatenate([pad.astype(np.int64), np.cumsum(m, axis=1)], axis=1)[:, lengths]
+    s1 = np.concatenate([pad, np.cumsum(d, axis=1)], axis=1)[:, lengths]
+    s2 = np.concatenate([pad, np.cumsum(d * d, axis=1)], axis=1)[:, lengths]
+    hi = np.concatenate([pad - np.inf, np.maximum.accumulate(np.where(m, s, -np.inf), axis=1)], 1)
+    lo = np.concatenate([pad + np.inf, np.minimum.accumulate(np.where(m, s, np.inf), axis=1)], 1)
+    spread = (hi - lo)[:, lengths]
+    nn = np.maximum(count, 1)
+    shift = s1 / nn
+    mean = np.where(count > 0, centre[:, None] + shift, 0.0)
+    var = np.maximum(s2 - s1 * shift, 0.0) / nn
+    return count.T, mean.T, np.sqrt(var).T, spread.T
 
 
 # ----------------------------------------------------------------------------

@@ -105,8 +105,38 @@ def answer_counts(mask: np.ndarray, answer_ids: np.ndarray, weights: np.ndarray 
     valid = m & (ids >= 0)
     w = np.ones(m.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     w = np.where(valid, w, 0.0)
-    same = (ids[:, :, None] == ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
-    return np.einsum("qjk,qk->qj", same, w)
+    # Each sample's class, named by its first position; one bincount over (row, class)
+    # sums the weights in drawing order: O(Q N log N) time, O(Q N) memory (no (Q, N, N)).
+    q, n = m.shape
+    first = _first_of_class(valid, ids)
+    idx = (np.arange(q)[:, None] * (n + 1) + first).reshape(-1)
+    totals = np.bincount(idx, weights=w.reshape(-1), minlength=q * (n + 1))
+    return np.where(valid, totals[idx].reshape(q, n), 0.0)
+
+
+def _first_of_class(valid: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``(Q, N)`` position of the first sample of each sample's class in its row; N where
+    the sample does not vote.
+
+    A class is named by where it first appears, which both removes any assumption on the
+    numbering and gives the tie rule (the earlier first appearance wins). A stable sort of
+    each row puts a class's earliest sample first in its run: O(Q N log N) time, O(Q N)
+    memory.
+    """
+    q, n = ids.shape
+    if ids.dtype.kind not in "iub":  # float or other labels: equal labels, equal class
+        ids = np.unique(ids, return_inverse=True)[1].reshape(q, n)
+    rows = np.arange(q)[:, None]
+    cols = np.arange(n)[None, :]
+    key = np.where(valid, ids.astype(np.int64), np.iinfo(np.int64).min)  # no answer: one run, ignored
+    order = np.argsort(key, axis=1, kind="stable")
+    srt = key[rows, order]
+    start = np.ones((q, n), dtype=bool)
+    start[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    run = np.maximum.accumulate(np.where(start, cols, 0), axis=1)  # sorted index of the run start
+    first = np.empty((q, n), dtype=np.int64)
+    first[rows, order] = order[rows, run]
+    return np.where(valid, first, n)
 
 
 def majority_index(mask: np.ndarray, answer_ids: np.ndarray) -> np.ndarray:
@@ -153,21 +183,7 @@ def prefix_majority_index(mask: np.ndarray, answer_ids: np.ndarray) -> np.ndarra
     ids = np.asarray(answer_ids)
     q, n = ids.shape
     valid = m & (ids >= 0)
-    # First position of each sample's class in its row: a class is named by where it
-    # first appears, which both removes any assumption on the numbering and gives the tie
-    # rule (the earlier first appearance wins). A stable sort of each row puts a class's
-    # earliest sample first in its run: O(Q N log N) time, O(Q N) memory (no (Q, N, N)).
-    rows = np.arange(q)[:, None]
-    cols = np.arange(n)[None, :]
-    key = np.where(valid, ids.astype(np.int64), np.iinfo(np.int64).min)  # no answer: one run, ignored
-    order = np.argsort(key, axis=1, kind="stable")
-    srt = key[rows, order]
-    start = np.ones((q, n), dtype=bool)
-    start[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    run = np.maximum.accumulate(np.where(start, cols, 0), axis=1)  # sorted index of the run start
-    first = np.empty((q, n), dtype=np.int64)
-    first[rows, order] = order[rows, run]
-    first = np.where(valid, first, n)  # (Q, N); n = no class
+    first = _first_of_class(valid, ids)  # (Q, N); n = no class
     # Votes column by column: only the class of sample j gains a vote, so it either takes
     # the lead (more votes, or as many and an earlier first appearance) or the leader stays.
     counts = np.zeros((q, n + 1), dtype=np.int64)

@@ -215,6 +215,38 @@ def test_prefix_fits_equal_separate_fits(batch):
         np.testing.assert_allclose(r.log_prob[:, j], single.log_prob, rtol=1e-10)
 
 
+def test_prefix_fits_from_running_sums_equal_full_width_fits(batch):
+    """fit_prefixes fits each length from cumulative (n, sum, sum of squares, max - min):
+    equal to fit_mle / fit_map on the full-width rows with the mask cut at that length, on
+    ragged rows with ties, equal-score prefixes and empty prefixes, MLE and MAP."""
+    rng = np.random.default_rng(3)
+    s = batch.copy()
+    s[:6] = np.round(s[:6], 1)  # ties
+    s[6] = 0.8  # all equal: DEGENERATE at every length
+    s[7, :3] = 0.25  # equal prefix, then spread
+    mask = np.arange(20)[None, :] < rng.integers(0, 21, 60)[:, None]
+    mask[6], mask[8] = True, False  # row 8: NO_DATA at every length
+    lengths = [0, 1, 2, 3, 7, 20]
+    prior = GaussianPrior(rng.uniform(0.4, 0.95, 60), 0.1, rng.uniform(0.05, 0.3, 60), 0.05)
+    for pr in (None, prior):
+        got = fit_prefixes(s, mask, pr, lengths=lengths)
+        for j, length in enumerate(lengths):
+            cut = mask & (np.arange(20)[None, :] < length)
+            want = fit_mle(s, cut) if pr is None else fit_map(s, pr, cut)
+            np.testing.assert_array_equal(got.status[:, j], want.status)
+            np.testing.assert_array_equal(got.n[:, j], want.n)
+            np.testing.assert_allclose(got.mu[:, j], want.mu, rtol=1e-6)
+            np.testing.assert_allclose(got.sigma[:, j], want.sigma, rtol=1e-6)
+            np.testing.assert_allclose(got.log_prob[:, j], want.log_prob, rtol=1e-10, atol=1e-12)
+    mle = fit_prefixes(s, mask, lengths=lengths)
+    has = np.asarray(mle.n[6]) > 0
+    assert np.all(np.asarray(mle.status[6])[has] == FitStatus.DEGENERATE)
+    np.testing.assert_array_equal(np.asarray(mle.mu[6])[has], 0.8)
+    assert np.all(np.asarray(mle.status[8]) == FitStatus.NO_DATA)
+    with pytest.raises(TypeError, match="init"):
+        fit_prefixes(s, mask, lengths=[3], init=(0.5, 0.1))
+
+
 def test_mle_equals_moment_matching(batch, mle):
     """Exponential family: the MLE matches the sample mean and (ddof=0) std."""
     interior = np.asarray(mle.status) == FitStatus.CONVERGED

@@ -422,6 +422,33 @@ def test_majority_does_not_depend_on_how_classes_are_numbered() -> None:
     assert prefix_majority_index(np.ones((1, 4), bool), np.array([[9, 1, 1, 9]]))[0, -1] == 0
 
 
+def test_answer_counts_equal_pairwise_counting() -> None:
+    """answer_counts (O(Q N) memory) equals the (Q, N, N) pairwise definition, weights too."""
+    from optscale_jax.policies import answer_counts, weighted_vote_index
+
+    rng = np.random.default_rng(7)
+    q, n = 60, 12
+    mask = np.arange(n)[None, :] < rng.integers(0, n + 1, q)[:, None]
+    ids = rng.integers(-1, 4, (q, n)) * 3 + 2  # sparse, unordered class numbers; -1 -> -1
+    w = rng.uniform(0, 1, (q, n))
+    valid = mask & (ids >= 0)
+    same = (ids[:, :, None] == ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    for weights in (None, w):
+        ww = np.ones((q, n)) if weights is None else w
+        want = np.array([[sum(ww[r, k] for k in range(n) if same[r, j, k]) for j in range(n)]
+                         for r in range(q)])
+        np.testing.assert_allclose(answer_counts(mask, ids, weights), want, rtol=1e-12, atol=0)
+    # weighted vote: the first sample of the class with the largest total, by brute force
+    for r in range(q):
+        totals = {}
+        for j in range(n):
+            if valid[r, j]:
+                totals.setdefault(ids[r, j], [j, 0.0])[1] += w[r, j]
+        want = max(totals.values(), key=lambda t: (t[1], -t[0]))[0] if totals else 0
+        assert weighted_vote_index(w[r:r + 1], mask[r:r + 1], ids[r:r + 1])[0] == want
+    assert answer_counts(np.ones((2, 0), bool), np.zeros((2, 0), int)).shape == (2, 0)
+
+
 def test_optscale_rule_functions() -> None:
     from optscale_jax.policies import (
         OptScale,
