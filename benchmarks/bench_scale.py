@@ -7,9 +7,10 @@ twins of MATH-500 (``optscale_jax.synthetic.synthetic_pool``), written to Parque
 
 * ``read``: ``read_parquet`` of the pool;
 * ``fits``: ``fit_prefixes`` (MLE) at ``--fit-lengths`` (8) prefix lengths spread evenly
-  over 1..N. Each prefix fit runs on the full-width ``(Q, N)`` arrays, so the fits of
-  *every* prefix cost N/8 times as much (``every_prefix_est_s`` in the JSON: an estimate,
-  labelled so) and grow as Q·N²; the measured 8 lengths grow as Q·N;
+  over 1..N (``--fit-lengths N`` or more: every prefix, measured). Each prefix fit works
+  on (Q,) running sums (n, Σx, Σx², max − min) accumulated once, so the fits of *every*
+  prefix cost about N/8 times as much (``every_prefix_est_s`` in the JSON: an estimate,
+  labelled so) and grow as Q·N;
 * ``sweep_oneshot``: the official grid (8 s_min x 6 alpha x budgets 8..64, clipped to N)
   for OptScale0 (MLE), ``nstar_rule="closed"``, chunks of 4096 questions
   (``chunk_size``), 100 bootstrap replicates, at every size (10^5 x 64 included);
