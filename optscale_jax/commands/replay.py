@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from optscale_jax.commands.options import load_prior_file, parse_grid
+from optscale_jax.commands.options import check_out_dir, load_prior_file, parse_grid
 from optscale_jax.policies.registry import DEFAULT_METHODS, REGISTRY, SWEEP_METHODS, resolve
 
 __all__ = ["register"]
@@ -21,19 +20,6 @@ _HELP = (
     "Without POOL, runs on the built-in synthetic twin of MATH-500 (500 questions x 64 samples), "
     "labelled \"synthetic\" in every output."
 )
-
-
-def _check_out_dir(out: Path) -> None:
-    """``--out`` must be (or be creatable as) a writable directory: checked before any work."""
-    if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out}: exists and is not a directory", param_hint="--out")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise typer.BadParameter(f"{out}: {parent} is not a directory", param_hint="--out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise typer.BadParameter(f"{out}: {parent} is not writable", param_hint="--out")
 
 
 def _warn_clipped(grid: Any, pool: Any, pool_path: Path | None) -> None:
@@ -109,7 +95,7 @@ def replay_command(
     from optscale_jax.sweep import METHODS, GridClippedWarning, sweep
 
     console = Console()
-    _check_out_dir(out)
+    check_out_dir(out)
     methods: list[str] = []
     for p in policy:  # every name is checked, also next to "all"
         for name in p.split(","):
