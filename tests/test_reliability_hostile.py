@@ -245,6 +245,8 @@ RUN_CASES_03 = {
     "--timeout nan": (["--timeout", "nan"], ["--timeout"]),
     "--prior-std nan": (["--prior-std", "nan"], ["--prior-std"]),
     "--wave-size with OptScale0": (["--wave-size", "4"], ["--wave-size", "OptScaleBudget"]),
+    "--token-budget below one sample for UniformEliminate": (
+        ["--policy", "UniformEliminate", "--token-budget", "50"], ["--token-budget", "50", "512", "draw nothing"]),
     "URL port not a number": (["--base-url", "http://host:notaport"], ["--base-url", "not a server root"]),
     "URL port out of range": (["--base-url", "http://host:99999"], ["--base-url", "not a server root"]),
     "URL without a host": (["--base-url", "http://:8000"], ["--base-url"]),

@@ -274,6 +274,11 @@ def run_command(
                           wave_size=wave_size, **({} if family == "truncnorm" else {"family": family}))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--policy") from None
+    expected = getattr(pol, "default_tokens", None)  # budget policies plan with it before any sample
+    if token_budget is not None and expected is not None and token_budget < expected:
+        raise typer.BadParameter(f"{token_budget} is less than the {float(expected):g} tokens {policy} expects "
+                                 "of one sample before any is drawn, so it would draw nothing",
+                                 param_hint="--token-budget")
     if aggregate not in AGGREGATIONS:
         raise typer.BadParameter(f"unknown aggregation {aggregate!r}; choose from {', '.join(AGGREGATIONS)}",
                                  param_hint="--aggregate")
