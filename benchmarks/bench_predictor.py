@@ -41,6 +41,11 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from predictor.data import default_data_dir, load_split  # noqa: E402
+from predictor.downstream import (  # noqa: E402
+    downstream_comparison,
+    format_downstream,
+    label_conditioned_pool,
+)
 from predictor.features import Backbone, encode  # noqa: E402
 from predictor.head import PriorHead  # noqa: E402
 from predictor.training import predict  # noqa: E402
@@ -69,38 +74,6 @@ def _timed(fn, repeat: int = 3) -> float:
     return best
 
 
-def label_conditioned_pool(seed: int = 0, n_samples: int = 64):
-    """The synthetic MATH-500 twin with each row's scores moved onto a real question's label.
-
-    Returns:
-        ``(pool, val_split)``: the pool's row ``i`` is MATH-500 validation question ``i``.
-    """
-    import dataclasses
-
-    from scipy import stats
-
-    from optscale_jax.synthetic import synthetic_pool
-
-    val = load_split("val", default_data_dir())
-    twin = synthetic_pool("math500", n_samples=n_samples, seed=seed, n_questions=len(val))
-    rows = np.empty(len(val), np.int64)
-    rows[np.argsort(val.mean, kind="stable")] = np.argsort(twin.scores.mean(1), kind="stable")
-    pool = twin.subset(rows)
-    m = val.mean[:, None]
-    sd = np.minimum(val.std, 0.99 * np.sqrt(val.mean * (1 - val.mean)))[:, None]
-    common = m * (1 - m) / sd**2 - 1
-    ranks = np.argsort(np.argsort(pool.scores, axis=1, kind="stable"), axis=1)
-    u = (ranks + 0.5) / pool.scores.shape[1]
-    scores = np.clip(stats.beta.ppf(u, m * common, (1 - m) * common), 0.0, 1.0)
-    pool = dataclasses.replace(
-        pool,
-        scores=np.where(pool.mask, scores, 0.0),
-        question_ids=list(val.ids),
-        dataset="math500 (label-conditioned synthetic)",
-    )
-    return pool, val
-
-
 def _tokens_at_accuracy(records: list[dict], targets: np.ndarray) -> list[float | None]:
     """Fewest mean tokens among configurations reaching each accuracy target."""
     out = []
@@ -116,7 +89,8 @@ def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None 
     from optscale_jax.sweep import sweep
     from predictor.priors import load_priors, read_official_priors
 
-    pool, val = label_conditioned_pool(seed)
+    val = load_split("val", default_data_dir())
+    pool = label_conditioned_pool(val, seed)
     data = default_data_dir()
     bench = json.loads((data / "benchmarks" / "math500.json").read_text())
     official = read_official_priors(
@@ -196,153 +170,22 @@ def effect(priors_path: Path, out: Path, *, seed: int = 0, widths: float | None 
     return result
 
 
-def _config_key(r: dict) -> tuple:
-    return (r["n_max"], round(r["s_min"], 6), round(r["quantile"], 6))
-
-
-def _honest(select: list[dict], report: list[dict], pick) -> dict | None:
-    """Pick a configuration on the selection seed's records, report it on the other seed's."""
-    chosen = pick(select)
-    if chosen is None:
-        return None
-    other = {_config_key(r): r for r in report}[_config_key(chosen)]
-    return {
-        "config": {"n_max": chosen["n_max"], "s_min": chosen["s_min"],
-                   "quantile": chosen["quantile"]},
-        "selection_accuracy": chosen["accuracy"],
-        "selection_tokens": chosen["mean_tokens"],
-        "accuracy": other["accuracy"],
-        "mean_tokens": other["mean_tokens"],
-    }
-
-
 def effect_honest(
     priors_path: Path, out: Path, *, select_seed: int = 0, report_seed: int = 1
 ) -> dict:
-    """Issue 13's downstream table: per-question vs global widths vs the authors' priors.
+    """Issue 13's downstream table (:func:`predictor.downstream.downstream_comparison`).
 
-    Five rows on the label-conditioned *synthetic* MATH-500 pools: OptScaleᵗ with the
-    priors file's per-question widths, OptScaleᵗ with the same centres and one global
-    width (``meta.global_widths`` of the file: the head's holdout-fitted widths), OptScaleᵗ
-    with the authors' priors file (widths 0.1), OptScale⁰ (MLE) and OptScaleᵗ with the
-    constant population prior (widths 0.1). For each accuracy target (token budget) the
-    configuration (n_max, s_min, 1 − α) is *picked on the pool drawn with select_seed*
-    and its accuracy and tokens are *reported on the pool drawn with report_seed*.
+    Prints it and writes it to ``out`` with a note on the (shared) machine.
     """
-    from optscale_jax.model import POPULATION_PRIOR_CENTRES, GaussianPrior
-    from optscale_jax.sweep import sweep
-    from predictor.priors import load_priors, read_official_priors
-
-    pools = {seed: label_conditioned_pool(seed)[0] for seed in (select_seed, report_seed)}
-    val = label_conditioned_pool(select_seed)[1]
-    data = default_data_dir()
-    bench = json.loads((data / "benchmarks" / "math500.json").read_text())
-    official = read_official_priors(
-        data / "reference" / "official" / "MATH500_train_mu_sigma.json",
-        [q["unique_id"] for q in bench],
+    result = downstream_comparison(
+        priors_path, select_seed=select_seed, report_seed=report_seed
     )
-    pos = {q["unique_id"]: i for i, q in enumerate(bench)}
-    idx = np.array([pos[i] for i in val.ids])
-    ours = load_priors(priors_path, val.ids)
-    meta = json.loads(Path(priors_path).read_text()).get("meta", {})
-    gw = meta.get("global_widths") or {
-        "scale_mu": float(np.median(ours.scale_mu)),
-        "scale_sigma": float(np.median(ours.scale_sigma)),
-    }
-    q = len(val)
-    const = np.full(q, 1.0)
-    priors = {
-        "OptScaleT: per-question widths": GaussianPrior(*ours),
-        "OptScaleT: global widths": GaussianPrior(
-            ours.loc_mu, gw["scale_mu"] * const, ours.loc_sigma, gw["scale_sigma"] * const
-        ),
-        "OptScaleT: authors' priors file (widths 0.1)": GaussianPrior(*(a[idx] for a in official)),
-        "OptScaleT: population prior (widths 0.1)": GaussianPrior(
-            POPULATION_PRIOR_CENTRES[0] * const, 0.1 * const,
-            POPULATION_PRIOR_CENTRES[1] * const, 0.1 * const,
-        ),
-    }
-    t0 = time.perf_counter()
-    records: dict[str, dict[int, list[dict]]] = {}
-    for k, (name, prior) in enumerate(priors.items()):
-        methods = ("OptScale0", "OptScaleT") if k == 0 else ("OptScaleT",)
-        for seed, pool in pools.items():
-            res = sweep(pool, methods=methods, prior=prior, n_boot=0, seed=seed)
-            if k == 0:
-                records.setdefault("OptScale0 (MLE)", {})[seed] = res.where(method="OptScale0")
-            records.setdefault(name, {})[seed] = res.where(method="OptScaleT")
-    sel_accs = sorted({r["accuracy"] for recs in records.values() for r in recs[select_seed]})
-    targets = [round(a, 3) for a in np.arange(0.93, max(sel_accs) + 1e-9, 0.005)]
-    budgets = [5000, 10000, 15000, 20000, 30000, 40000, 60000]
-
-    def fewest_tokens(target):
-        return lambda recs: min(
-            (r for r in recs if r["accuracy"] >= target - 1e-12),
-            key=lambda r: r["mean_tokens"], default=None,
-        )
-
-    def best_accuracy(budget):
-        return lambda recs: max(
-            (r for r in recs if r["mean_tokens"] <= budget),
-            key=lambda r: (r["accuracy"], -r["mean_tokens"]), default=None,
-        )
-
-    results = {
-        name: {
-            "tokens_at_accuracy": {
-                f"{t:.3f}": _honest(recs[select_seed], recs[report_seed], fewest_tokens(t))
-                for t in targets
-            },
-            "accuracy_at_tokens": {
-                str(b): _honest(recs[select_seed], recs[report_seed], best_accuracy(b))
-                for b in budgets
-            },
-        }
-        for name, recs in records.items()
-    }
-    result = {
-        "experiment": "issue 13 downstream: OptScaleT prior widths, tokens at equal accuracy "
-        "and accuracy at equal tokens",
-        "pool": pools[select_seed].dataset,
-        "synthetic": True,
-        "pool_note": "SYNTHETIC: twin rows matched to MATH-500 by difficulty rank, scores mapped "
-        "onto a Beta with each question's real PRM mean/std",
-        "protocol": f"configurations picked on the pool drawn with seed {select_seed}, "
-        f"reported on the pool drawn with seed {report_seed}",
-        "priors_file": str(priors_path),
-        "global_widths": gw,
-        "seconds": time.perf_counter() - t0,
-        "machine_note": "2 shared CPU cores (seven engineers at once)",
-        "results": results,
-    }
-    names = list(results)
-    short = ["per-q widths", "global widths", "authors' file", "OptScale0", "population"]
-    order = [names.index(n) for n in (
-        "OptScaleT: per-question widths", "OptScaleT: global widths",
-        "OptScaleT: authors' priors file (widths 0.1)", "OptScale0 (MLE)",
-        "OptScaleT: population prior (widths 0.1)")]
-    print(f"\nSYNTHETIC {pool_name(result)}; {result['protocol']}")
-    print("mean tokens per question at each accuracy target (reported seed: accuracy/tokens)")
-    print(f"{'target':>8s} " + " ".join(f"{short[i]:>22s}" for i in range(5)))
-    for t in targets:
-        cells = [results[names[j]]["tokens_at_accuracy"][f"{t:.3f}"] for j in order]
-        print(f"{t:8.3f} " + " ".join(
-            f"{c['accuracy']:8.3f}/{c['mean_tokens']:9.0f}    " if c else f"{'-':>22s}"
-            for c in cells))
-    print("accuracy at each token budget (reported seed: accuracy/tokens)")
-    for b in budgets:
-        cells = [results[names[j]]["accuracy_at_tokens"][str(b)] for j in order]
-        print(f"{b:8d} " + " ".join(
-            f"{c['accuracy']:8.3f}/{c['mean_tokens']:9.0f}    " if c else f"{'-':>22s}"
-            for c in cells))
+    result["machine_note"] = "2 shared CPU cores (seven engineers at once)"
+    print("\n" + format_downstream(result))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {out}")
     return result
-
-
-def pool_name(result: dict) -> str:
-    return str(result["pool"])
 
 
 def main(argv: list[str] | None = None) -> dict:

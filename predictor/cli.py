@@ -266,6 +266,14 @@ def train(
     fallback_row: Annotated[
         bool, typer.Option(help="Also report the features-only (no metadata) calibrated model.")
     ] = False,
+    downstream: Annotated[
+        bool,
+        typer.Option(
+            help="After writing --priors-out, replay OptScaleᵗ with those priors on "
+            "label-conditioned SYNTHETIC twins (picked on seed 0, reported on seed 1) and "
+            "add the downstream table (minutes)."
+        ),
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Train on the training split; print the validation table next to baselines.
@@ -274,7 +282,8 @@ def train(
     predictions + heteroscedastic deep ensemble, level/subject one-hots when present),
     tunes on a holdout of the training split only, and prints MAE/R² with paired
     bootstrap 95% CIs against ridge + level, and the coverage of 50/80/95% intervals.
-    ``--priors-out`` writes the calibrated model's per-question priors.
+    ``--priors-out`` writes the calibrated model's per-question priors; ``--downstream``
+    then compares them in tokens at equal accuracy (issue 13's downstream table).
     """
     from predictor.checkpoint import save_checkpoint
     from predictor.data import load_split
@@ -302,6 +311,11 @@ def train(
     for value, hint in ((train_subset, "--train-subset"), (val_subset, "--val-subset")):
         if value is not None and value < 1:
             raise typer.BadParameter(f"must be >= 1 questions, got {value}", param_hint=hint)
+    if downstream and priors_out is None:
+        raise typer.BadParameter(
+            "needs --priors-out (the downstream table replays the priors file it writes)",
+            param_hint="--downstream",
+        )
     _check_output_dir(out, "--out")
     table_json = table_json or out / "table.json"
     pit_png = pit_png or out / "pit.png"
@@ -375,6 +389,16 @@ def train(
             meta={"backbone": info, "model": table["model"]},
         )
         console.print(f"priors (per-question widths): {priors_out}")
+    if downstream:
+        from predictor.downstream import downstream_comparison, format_downstream
+
+        console.print("downstream comparison on SYNTHETIC label-conditioned pools ...")
+        table["downstream"] = downstream_comparison(priors_out, va, data_dir=data)
+        table_json.write_text(json.dumps(table, indent=2) + "\n")
+        console.print(
+            format_downstream(table["downstream"]), markup=False, highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
