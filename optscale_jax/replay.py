@@ -25,7 +25,6 @@ from optscale_jax.grading import VOTE_RULES, vote_classes
 from optscale_jax.policies import Observed, Policy
 from optscale_jax.pool import Pool
 from optscale_jax.selection import prefix_best_of_n_index
-from optscale_jax.sharding import slice_rows
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -141,6 +140,8 @@ def _array_fields(policy: Policy) -> dict[str, Any] | None:
 
 def _policy_rows(policy: Policy, rows: np.ndarray, q: int) -> Policy:
     """The policy for some questions (per-question fields sliced)."""
+    from optscale_jax.sharding import slice_rows  # here: sharding imports JAX
+
     changes = {k: slice_rows(v, rows, q) for k, v in (_array_fields(policy) or {}).items()}
     return dataclasses.replace(policy, **changes) if changes else policy
 

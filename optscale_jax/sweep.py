@@ -34,7 +34,6 @@ from optscale_jax.replay import (
     run_policy,
     tokens_and_correct,
 )
-from optscale_jax.sharding import slice_rows
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -829,6 +828,8 @@ def _chunked_ordering(
                              families)
     separable = [m for m in methods if m not in _WHOLE_POOL_METHODS and REGISTRY[m].family != "budget"]
     whole = [m for m in methods if m in _WHOLE_POOL_METHODS or REGISTRY[m].family == "budget"]
+    from optscale_jax.sharding import slice_rows  # here: sharding imports JAX
+
     merged: list[list[Record]] = []
     for start in range(0, q, chunk_size):
         rows = np.arange(start, min(q, start + chunk_size))
