@@ -296,6 +296,14 @@ def _cap(drawn: Any, n_max: Any, k_max: int, q: int) -> jax.Array:
     return jnp.clip(jnp.asarray(n_max, dtype=jnp.int32) - d, 0, k_max)
 
 
+def _check_log_cdf(name: str, lf: jax.Array) -> None:
+    """Refuse NaN log F (a failed fit): its gains would be NaN and the question silently get 0."""
+    if _concrete(lf) and bool(jnp.isnan(lf).any()):
+        q = int(np.argwhere(np.isnan(np.asarray(lf)))[0][-2 if name == "log_cdf_at" else -1])
+        raise ValueError(f"allocate: {name} is NaN for question {q} (a failed fit?); expected log "
+                         "F values <= 0 (refit, or drop the question)")
+
+
 def _check_allocate_args(q: int, **args: Any) -> None:
     """Shapes and ranges of :func:`allocate`'s per-question arguments (concrete values only)."""
     if q == 0:
@@ -352,7 +360,8 @@ def allocate(
         An :class:`Allocation`.
 
     Raises:
-        ValueError: bad shapes, ``k_max < 1``, ``s_min`` outside (0, 1), negative budget.
+        ValueError: bad shapes, ``k_max < 1``, ``s_min`` outside (0, 1), negative budget,
+            NaN ``log_cdf`` (a failed fit; it would silently get no sample).
 
     Examples:
         >>> import numpy as np
@@ -372,6 +381,7 @@ def allocate(
         raise ValueError(f"allocate: s_min must be in (0, 1), got {float(s_min)}")
     s, q = lf.shape
     _check_size("allocate", s * q, int(k_max))
+    _check_log_cdf("log_cdf", lf)
     _check_allocate_args(q, best=best, drawn=drawn, cost=cost, n_max=n_max, max_samples=max_samples)
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     w = jnp.broadcast_to(jnp.where(b >= s_min, 0.0, 1.0 / s)[:, None], (q, s))
@@ -416,6 +426,7 @@ def allocate_expected_accuracy(
         raise ValueError(f"allocate_expected_accuracy: k_max must be >= 1, got {k_max}")
     s, q, g = lf.shape
     _check_size("allocate_expected_accuracy", s * q * g, int(k_max))
+    _check_log_cdf("log_cdf_at", lf)
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     jumps = jnp.clip(jnp.diff(v), 0.0, None)  # (G,)
     w = jnp.where(b[:, None] < t[None, :], jumps[None, :], 0.0) / s  # (Q, G)
