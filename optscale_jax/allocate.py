@@ -427,6 +427,7 @@ def allocate_expected_accuracy(
     s, q, g = lf.shape
     _check_size("allocate_expected_accuracy", s * q * g, int(k_max))
     _check_log_cdf("log_cdf_at", lf)
+    _check_allocate_args(q, best=best, drawn=drawn, cost=cost, n_max=n_max, max_samples=max_samples)
     b = jnp.broadcast_to(jnp.asarray(best, dtype=lf.dtype), (q,))
     jumps = jnp.clip(jnp.diff(v), 0.0, None)  # (G,)
     w = jnp.where(b[:, None] < t[None, :], jumps[None, :], 0.0) / s  # (Q, G)

@@ -289,6 +289,19 @@ LIB_CASES_03 = {
 }
 
 
+def test_allocate_expected_accuracy_checks_its_arguments_like_allocate() -> None:
+    from optscale_jax.allocate import allocate_expected_accuracy, fit_calibration
+
+    cal = fit_calibration(np.array([0.2, 0.5, 0.9, 0.95]), np.array([0, 0, 1, 1]))
+    lf = np.log(np.full((3, len(cal.thresholds)), 0.5))
+    for kw, needle in (({"cost": 0.0}, "cost"), ({"best": [0.2, 0.3]}, "best has shape (2,)")):
+        args = dict(best=[0.2, 0.3, 0.4], drawn=[1, 1, 1], cost=100.0, budget=300.0)
+        args.update(kw)
+        with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            allocate_expected_accuracy(lf, args["best"], args["drawn"], args["cost"], args["budget"],
+                                       calibration=cal, k_max=4)
+
+
 @pytest.mark.parametrize("case", list(LIB_CASES_03))
 def test_hostile_allocate_arguments_are_named(case) -> None:
     from optscale_jax.allocate import allocate
