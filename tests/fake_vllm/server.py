@@ -161,6 +161,15 @@ class FakeVLLMServer:
                 with srv._lock:
                     srv.inflight += 1
                     srv.max_inflight = max(srv.max_inflight, srv.inflight)
+                counted = True
+
+                def done() -> None:  # out of flight once the answer is ready, before it is sent:
+                    nonlocal counted  # a client may start its next request the moment it reads it
+                    if counted:
+                        with srv._lock:
+                            srv.inflight -= 1
+                        counted = False
+
                 try:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     time.sleep(srv.delay)
@@ -169,6 +178,7 @@ class FakeVLLMServer:
                     except (KeyError, ValueError) as e:
                         status, resp = 400, {"error": {"message": f"bad request: {e}"}}
                     srv.log.append((self.path, body, status, resp))
+                    done()
                     payload = json.dumps(resp).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -178,8 +188,7 @@ class FakeVLLMServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    with srv._lock:
-                        srv.inflight -= 1
+                    done()
                     if len(srv.log) >= srv.max_requests:
                         threading.Thread(target=srv._httpd.shutdown, daemon=True).start()
 
