@@ -40,9 +40,6 @@ __all__ = [
 
 #: Questions per chunk of :func:`replay` by default: pools up to this size run in one chunk.
 DEFAULT_CHUNK_SIZE = 4096
-#: Policies whose rule couples questions (DSC ranks every question; the budget policies
-#: share one token budget): never chunked.
-_COUPLED_POLICIES = ("DSC", "OptScaleBudget", "UniformEliminate")
 
 
 # --------------------------------------------------------------------------- engine
@@ -125,7 +122,7 @@ def _has_distribution(value: Any) -> bool:
 
 def _array_fields(policy: Policy) -> dict[str, Any] | None:
     """The policy's non-scalar fields, or None when it cannot be cut into question chunks."""
-    if getattr(policy, "name", None) in _COUPLED_POLICIES or not dataclasses.is_dataclass(policy):
+    if getattr(policy, "couples_questions", False) or not dataclasses.is_dataclass(policy):
         return None
     out = {}
     for f in dataclasses.fields(policy):

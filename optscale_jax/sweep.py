@@ -64,9 +64,6 @@ METHODS: tuple[str, ...] = SWEEP_METHODS
 
 #: Questions per chunk of :func:`sweep` by default: pools up to this size run in one chunk.
 DEFAULT_CHUNK_SIZE = 4096
-#: Methods whose rule couples questions (DSC ranks every question of the pool): a chunked
-#: sweep runs them once on the whole pool.
-_WHOLE_POOL_METHODS = ("DSC", "OptScaleH")  # OptScaleH fits one population law to all questions
 #: Token budgets of the budget methods (OptScaleBudget, UniformEliminate) in a sweep: these
 #: fractions of what Best-of-N at the largest n_max pays for the whole pool.
 BUDGET_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
@@ -826,8 +823,8 @@ def _chunked_ordering(
     if chunk_size >= q:
         return _one_ordering(pool, grid, methods, modes, prior, nstar_rule, step, vote, timings, tick,
                              families)
-    separable = [m for m in methods if m not in _WHOLE_POOL_METHODS and REGISTRY[m].family != "budget"]
-    whole = [m for m in methods if m in _WHOLE_POOL_METHODS or REGISTRY[m].family == "budget"]
+    separable = [m for m in methods if not REGISTRY[m].couples_questions]
+    whole = [m for m in methods if REGISTRY[m].couples_questions]
     from optscale_jax.sharding import slice_rows  # here: sharding imports JAX
 
     merged: list[list[Record]] = []

@@ -116,6 +116,20 @@ def test_chunked_replay_equals_unchunked(pool, prior):
         sweep(pool, chunk_size=-1)
 
 
+def test_policies_that_couple_questions_are_never_chunked(pool):
+    """OptScaleH fits one population law on all questions: a chunk must not get its own law."""
+    from optscale_jax.policies.registry import REGISTRY, make
+
+    assert {n for n, m in REGISTRY.items() if m.couples_questions} == {
+        "DSC", "OptScaleH", "OptScaleBudget", "UniformEliminate"}
+    policy = make("OptScaleH", n_max=8, s_min=0.95, alpha=0.9, mode="oneshot",
+                  n_questions=pool.n_questions)
+    a = replay(pool, policy, n_boot=0, chunk_size=None)
+    b = replay(pool, policy, n_boot=0, chunk_size=7)
+    for name in ("n_drawn", "chosen"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
 def test_parquet_read_by_row_group(pool, tmp_path):
     import pyarrow.parquet as pq
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -408,6 +409,9 @@ class DSC:
         difficulty: optional ``(Q,)`` difficulty per question (higher = harder).
         variant: ``"official"`` or ``"window"``.
     """
+
+    #: ranks every question of the pool: never cut into question chunks
+    couples_questions: ClassVar[bool] = True
 
     n_max: int
     window: int | None = None

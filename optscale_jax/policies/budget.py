@@ -26,7 +26,7 @@ budget (then ``n_max`` and ``min_gain_per_token`` alone stop).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -106,6 +106,9 @@ class OptScaleBudget:
         default_tokens: expected tokens per sample before any sample is drawn.
         grid: lattice points per axis of the posterior over (μ, σ) (:meth:`posterior_grid`).
     """
+
+    #: one token budget across all questions: never cut into question chunks
+    couples_questions: ClassVar[bool] = True
 
     n_max: int
     s_min: float = 0.95
@@ -237,6 +240,9 @@ class UniformEliminate:
         wave_size: most new samples per wave (None: every active question).
         default_tokens: expected tokens per sample before any sample is drawn.
     """
+
+    #: one token budget across all questions: never cut into question chunks
+    couples_questions: ClassVar[bool] = True
 
     n_max: int
     s_min: float = 0.95

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -82,6 +82,9 @@ class OptScaleH(OptScale):
         ridge: penalty on the covariate coefficients.
         n_init: first sequential fit; default 2 (the population needs each question's spread).
     """
+
+    #: one population law fitted on all questions: never cut into question chunks
+    couples_questions: ClassVar[bool] = True
 
     population: Any = field(default=None, repr=False)
     covariates: Any = field(default=None, repr=False)

@@ -16,6 +16,7 @@ from .baselines import ASC, DSC, ESC, BestOfN, SelfConsistency, WeightedVote
 from .budget import OptScaleBudget, UniformEliminate
 from .mr_thinking import MRThinking
 from .optscale import OptScale
+from .optscale_h import OptScaleH
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -66,6 +67,12 @@ class Method:
         """The method can be replayed over a pool (everything but the live-only ones)."""
         return self.family != "live"
 
+    @property
+    def couples_questions(self) -> bool:
+        """The policy's rule looks at every question at once (its class says so:
+        ``couples_questions``), so sweeps and replays never cut it into question chunks."""
+        return bool(getattr(getattr(self.build, "policy_class", None), "couples_questions", False))
+
 
 def _fixed(cls: type) -> Callable[..., Policy]:
     def build(n_max: int, **options: Any) -> Policy:
@@ -80,6 +87,7 @@ def _voter(cls: type) -> Callable[..., Policy]:
             return cls(n_max, difficulty=difficulty)
         return cls(n_max=n_max)
 
+    build.policy_class = cls
     return build
 
 
@@ -111,11 +119,12 @@ def _optscale_h(
     n_max: int, *, s_min: float, alpha: float, mode: str = "oneshot", prior: Any = None, **options: Any
 ) -> Policy:
     """OptScaleH; options ``covariates``, ``method``, ``ridge``, ``population``, ``n_init``, ``step``, ``k``."""
-    from .optscale_h import OptScaleH
-
     known = ("covariates", "method", "ridge", "population", "n_init", "step", "k")
     return OptScaleH(n_max=n_max, s_min=s_min, alpha=alpha, mode=mode,
                      **{k: v for k, v in options.items() if k in known})
+
+
+_optscale_h.policy_class = OptScaleH
 
 
 def _mr_thinking(n_max: int, **options: Any) -> Policy:
@@ -134,6 +143,7 @@ def _budget(cls: type) -> Callable[..., Policy]:
             kw["prior"] = prior
         return cls(n_max=n_max, s_min=s_min, **kw)
 
+    build.policy_class = cls
     return build
 
 
